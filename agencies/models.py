@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models.functions import Lower
+from django.utils.timezone import now
+from django.utils.translation import gettext_lazy as _
+
+from agencies.reference import validate_country, validate_language, validate_timezone
+
+_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+
+def validate_email_domains(value: Any) -> None:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValidationError(_("Email domains must be a list of domain names."))
+    for domain in value:
+        if not _DOMAIN_RE.match(domain):
+            raise ValidationError(
+                _("%(domain)s is not a valid domain name."), params={"domain": domain}
+            )
+
+
+def validate_country_list(value: Any) -> None:
+    if not isinstance(value, list):
+        raise ValidationError(_("Allowed backend countries must be a list of country codes."))
+    for code in value:
+        validate_country(code)
+
+
+class UserManager(BaseUserManager["User"]):
+    use_in_migrations = True
+
+    def _create(self, email: str, password: str | None, **fields: Any) -> User:
+        if not email:
+            raise ValueError("Users need an email address")
+        user = self.model(email=self.normalize_email(email).lower(), **fields)
+        if password:
+            user.set_password(password)
+        else:
+            user.set_unusable_password()
+        user.save(using=self._db)
+        return user
+
+    def create_user(self, email: str, password: str | None = None, **fields: Any) -> User:
+        fields.setdefault("is_staff", False)
+        fields.setdefault("is_superuser", False)
+        return self._create(email, password, **fields)
+
+    def create_superuser(self, email: str, password: str | None = None, **fields: Any) -> User:
+        fields.update(is_staff=True, is_superuser=True)
+        return self._create(email, password, **fields)
+
+
+class User(AbstractBaseUser, PermissionsMixin):
+    """A person; the email address is the login."""
+
+    email = models.EmailField(_("email address"), unique=True)
+    display_name = models.CharField(_("display name"), max_length=150, blank=True)
+    timezone = models.CharField(
+        _("time zone"), max_length=64, default="Europe/Paris", validators=[validate_timezone]
+    )
+    language = models.CharField(
+        _("language"), max_length=8, default="en", validators=[validate_language]
+    )
+    is_active = models.BooleanField(_("active"), default=True)
+    is_staff = models.BooleanField(_("platform operator"), default=False)
+    date_joined = models.DateTimeField(_("date joined"), default=now)
+
+    objects: ClassVar[UserManager] = UserManager()
+
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS: ClassVar[list[str]] = []
+
+    class Meta:
+        verbose_name = _("user")
+        verbose_name_plural = _("users")
+        constraints = [
+            models.UniqueConstraint(Lower("email"), name="user_email_ci_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.display_name or self.email
+
+    def get_full_name(self) -> str:
+        return self.display_name or self.email
+
+    def get_short_name(self) -> str:
+        return self.display_name or self.email
+
+
+class Agency(models.Model):
+    """A public body hosting meetings; its sovereignty policy bounds where they may run."""
+
+    slug = models.SlugField(_("slug"), max_length=50, unique=True)
+    name = models.CharField(_("name"), max_length=200)
+    country = models.CharField(_("country"), max_length=2, validators=[validate_country])
+    default_timezone = models.CharField(
+        _("default time zone"), max_length=64, validators=[validate_timezone]
+    )
+    default_language = models.CharField(
+        _("default language"), max_length=8, default="en", validators=[validate_language]
+    )
+    email_domains = models.JSONField(
+        _("email domains"), default=list, blank=True, validators=[validate_email_domains]
+    )
+    # Sovereignty policy, read by the room broker: meetings of this agency may only run on
+    # backends located in these countries (empty: the agency's own country only) ...
+    allowed_backend_countries = models.JSONField(
+        _("allowed backend countries"),
+        default=list,
+        blank=True,
+        validators=[validate_country_list],
+    )
+    # ... and, when false, only on backends the agency owns (never on instance-wide shared ones).
+    allow_shared_backends = models.BooleanField(_("allow shared backends"), default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("agency")
+        verbose_name_plural = _("agencies")
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def backend_countries(self) -> list[str]:
+        return list(self.allowed_backend_countries) or [self.country]
+
+
+class Role(models.TextChoices):
+    MEMBER = "member", _("Member")
+    ORGANIZER = "organizer", _("Organizer")
+    ADMIN = "admin", _("Administrator")
+
+
+class Membership(models.Model):
+    """Ties a user to their one home agency, with a role."""
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="membership")
+    agency = models.ForeignKey(Agency, on_delete=models.PROTECT, related_name="memberships")
+    role = models.CharField(_("role"), max_length=16, choices=Role.choices, default=Role.MEMBER)
+    invited_by = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("membership")
+        verbose_name_plural = _("memberships")
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(role__in=Role.values), name="membership_role_valid"
+            ),
+        ]
+        indexes = [models.Index(fields=["agency", "role"])]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.agency} ({self.role})"
+
+    @property
+    def can_book(self) -> bool:
+        return self.role in (Role.ORGANIZER, Role.ADMIN)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+
+class AuditEvent(models.Model):
+    """Who did what to which object; written by services in the same transaction."""
+
+    created_at = models.DateTimeField(default=now, db_index=True)
+    actor = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # Kept even when the actor row is gone, and names non-user actors ("cli", "system").
+    actor_label = models.CharField(max_length=254)
+    action = models.CharField(max_length=64)
+    object_type = models.CharField(max_length=64)
+    object_id = models.CharField(max_length=64)
+    agency = models.ForeignKey(
+        Agency, on_delete=models.SET_NULL, null=True, blank=True, related_name="audit_events"
+    )
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        verbose_name = _("audit event")
+        verbose_name_plural = _("audit events")
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["object_type", "object_id"]),
+            models.Index(fields=["agency", "-created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_label} {self.action}"

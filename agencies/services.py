@@ -1,0 +1,318 @@
+"""Every write of the agencies app: agencies, users, memberships, invitations, profiles."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from allauth.account.models import EmailAddress
+from allauth.usersessions.models import UserSession
+from django.conf import settings
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.core.mail import EmailMultiAlternatives
+from django.db import IntegrityError, transaction
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import translation
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
+from django.utils.translation import gettext as _
+
+from agencies.models import Agency, Membership, Role, User
+from agencies.tokens import invitation_token
+from visio_broker.audit import audit_record
+from visio_broker.errors import Conflict, Forbidden, InvalidInput
+
+Actor = User | str
+
+
+def _validation_message(exc: ValidationError) -> str:
+    if hasattr(exc, "error_dict"):
+        return " ".join(
+            f"{field}: {message}" if field != "__all__" else str(message)
+            for field, messages in exc.message_dict.items()
+            for message in messages
+        )
+    return " ".join(exc.messages)
+
+
+def _full_clean(instance: Agency | User | Membership, *, exclude: Iterable[str] = ()) -> None:
+    try:
+        instance.full_clean(exclude=list(exclude), validate_unique=False)
+    except ValidationError as exc:
+        raise InvalidInput(_validation_message(exc)) from None
+
+
+def agency_create(
+    *,
+    actor: Actor,
+    slug: str,
+    name: str,
+    country: str,
+    timezone: str,
+    language: str = "en",
+    email_domains: Iterable[str] = (),
+    allowed_backend_countries: Iterable[str] = (),
+) -> Agency:
+    agency = Agency(
+        slug=slug.strip(),
+        name=name.strip(),
+        country=country.strip().upper(),
+        default_timezone=timezone.strip(),
+        default_language=language.strip().lower(),
+        email_domains=sorted({d.strip().lower() for d in email_domains if d.strip()}),
+        allowed_backend_countries=sorted({c.strip().upper() for c in allowed_backend_countries}),
+    )
+    _full_clean(agency)
+    with transaction.atomic():
+        if Agency.objects.filter(slug=agency.slug).exists():
+            raise Conflict(_("An agency with slug %s already exists.") % agency.slug,
+                           code="agency_exists")
+        agency.save()
+        audit_record(
+            actor=actor,
+            action="agency.created",
+            obj=agency,
+            agency=agency,
+            detail={"slug": agency.slug, "country": agency.country},
+        )
+    return agency
+
+
+def _normalize_email(email: str) -> str:
+    email = User.objects.normalize_email(email.strip()).lower()
+    if "@" not in email:
+        raise InvalidInput(_("%s is not an email address.") % email, code="invalid_email")
+    return email
+
+
+def user_create(
+    *,
+    actor: Actor,
+    email: str,
+    agency: Agency,
+    role: str,
+    display_name: str = "",
+    password: str | None = None,
+    email_verified: bool = False,
+    invited_by: User | None = None,
+) -> User:
+    """Create a user with a membership; without a password the user cannot sign in yet."""
+    email = _normalize_email(email)
+    if role not in Role.values:
+        raise InvalidInput(
+            _("Role must be one of: %s.") % ", ".join(Role.values), code="invalid_role"
+        )
+    user = User(
+        email=email,
+        display_name=display_name.strip(),
+        timezone=agency.default_timezone,
+        language=agency.default_language,
+    )
+    _full_clean(user, exclude=["password"])
+    if password is not None:
+        try:
+            validate_password(password, user)
+        except ValidationError as exc:
+            raise InvalidInput(" ".join(exc.messages), code="weak_password") from None
+        user.set_password(password)
+    else:
+        user.set_unusable_password()
+    try:
+        with transaction.atomic():
+            if User.objects.filter(email__iexact=email).exists():
+                raise Conflict(_("A user with email %s already exists.") % email,
+                               code="user_exists")
+            user.save()
+            EmailAddress.objects.create(user=user, email=email, primary=True,
+                                        verified=email_verified)
+            membership = Membership.objects.create(
+                user=user, agency=agency, role=role, invited_by=invited_by
+            )
+            audit_record(
+                actor=actor,
+                action="user.created",
+                obj=membership,
+                agency=agency,
+                detail={"email": email, "role": role},
+            )
+    except IntegrityError:
+        # Two concurrent creations of the same address: the loser gets the same answer.
+        raise Conflict(_("A user with email %s already exists.") % email,
+                       code="user_exists") from None
+    return user
+
+
+def _email_domain_allowed(agency: Agency, email: str) -> bool:
+    domain = email.rsplit("@", 1)[-1]
+    return not agency.email_domains or domain in agency.email_domains
+
+
+def invitation_url(user: User) -> str:
+    path = reverse(
+        "invitation_accept",
+        kwargs={
+            "uidb64": urlsafe_base64_encode(force_bytes(user.pk)),
+            "token": invitation_token.make_token(user),
+        },
+    )
+    return f"{settings.SITE_URL}{path}"
+
+
+def _send_invitation(user_id: int, inviter_name: str | None) -> None:
+    user = User.objects.select_related("membership__agency").get(pk=user_id)
+    agency = user.membership.agency
+    with translation.override(user.language):
+        context = {
+            "user": user,
+            "agency": agency,
+            "inviter_name": inviter_name or _("The Visio Broker operators"),
+            "accept_url": invitation_url(user),
+            "site_url": settings.SITE_URL,
+        }
+        subject = render_to_string("agencies/email/invitation_subject.txt", context).strip()
+        text = render_to_string("agencies/email/invitation_message.txt", context)
+        html = render_to_string("agencies/email/invitation_message.html", context)
+    message = EmailMultiAlternatives(
+        subject=f"{settings.EMAIL_SUBJECT_PREFIX}{subject}", body=text, to=[user.email]
+    )
+    message.attach_alternative(html, "text/html")
+    message.send()
+
+
+def member_invite(
+    *,
+    actor: Actor,
+    agency: Agency,
+    email: str,
+    role: str,
+    display_name: str = "",
+    check_email_domain: bool = True,
+) -> Membership:
+    """Invite someone into the agency by email; re-sends while the invitation is pending."""
+    email = _normalize_email(email)
+    if check_email_domain and not _email_domain_allowed(agency, email):
+        raise InvalidInput(
+            _("This agency only accepts addresses at %s.") % ", ".join(agency.email_domains),
+            code="email_domain_not_allowed",
+        )
+    with transaction.atomic():
+        existing = User.objects.filter(email__iexact=email).select_related("membership").first()
+        if existing is not None:
+            membership = getattr(existing, "membership", None)
+            pending = not existing.has_usable_password() and existing.is_active
+            if membership is None or membership.agency_id != agency.pk or not pending:
+                raise Conflict(_("%s already has an account.") % email, code="user_exists")
+            audit_record(actor=actor, action="member.reinvited", obj=membership, agency=agency,
+                         detail={"email": email})
+        else:
+            user = user_create(
+                actor=actor, email=email, agency=agency, role=role,
+                display_name=display_name,
+                invited_by=None if isinstance(actor, str) else actor,
+            )
+            membership = user.membership
+            audit_record(actor=actor, action="member.invited", obj=membership, agency=agency,
+                         detail={"email": email, "role": role})
+        inviter = None if isinstance(actor, str) else actor.get_full_name()
+        user_id = membership.user_id
+        transaction.on_commit(lambda: _send_invitation(user_id, inviter))
+    return membership
+
+
+def invitation_accept(*, user: User, password: str) -> User:
+    """The invitee sets a password; the link proved the address, so it counts as verified."""
+    try:
+        validate_password(password, user)
+    except ValidationError as exc:
+        raise InvalidInput(" ".join(exc.messages), code="weak_password") from None
+    with transaction.atomic():
+        user.set_password(password)
+        user.save(update_fields=["password"])
+        EmailAddress.objects.filter(user=user, email__iexact=user.email).update(verified=True)
+        audit_record(actor=user, action="invitation.accepted", obj=user,
+                     agency=user.membership.agency)
+    return user
+
+
+def _other_admins(membership: Membership) -> bool:
+    return (
+        Membership.objects.filter(agency_id=membership.agency_id, role=Role.ADMIN,
+                                  user__is_active=True)
+        .exclude(pk=membership.pk)
+        .exists()
+    )
+
+
+def membership_change_role(*, actor: User, membership: Membership, role: str) -> Membership:
+    if role not in Role.values:
+        raise InvalidInput(
+            _("Role must be one of: %s.") % ", ".join(Role.values), code="invalid_role"
+        )
+    with transaction.atomic():
+        # Lock the agency's admin rows so two admins cannot demote each other at once.
+        list(Membership.objects.select_for_update().filter(agency_id=membership.agency_id,
+                                                           role=Role.ADMIN))
+        membership.refresh_from_db()
+        if membership.role == role:
+            return membership
+        if membership.role == Role.ADMIN and not _other_admins(membership):
+            raise Conflict(_("An agency needs at least one active administrator."),
+                           code="last_admin")
+        previous = membership.role
+        membership.role = role
+        membership.save(update_fields=["role", "updated_at"])
+        audit_record(actor=actor, action="member.role_changed", obj=membership,
+                     agency=membership.agency, detail={"from": previous, "to": role})
+    return membership
+
+
+def user_sessions_end(*, user: User) -> int:
+    """Sign the user out everywhere; returns how many sessions ended."""
+    sessions = list(UserSession.objects.filter(user=user))
+    for session in sessions:
+        session.end()
+    return len(sessions)
+
+
+def member_deactivate(*, actor: User, membership: Membership) -> Membership:
+    if membership.user_id == actor.pk:
+        raise Forbidden(_("You cannot deactivate your own account."),
+                        code="cannot_deactivate_self")
+    with transaction.atomic():
+        user = User.objects.select_for_update().get(pk=membership.user_id)
+        if not user.is_active:
+            return membership
+        user.is_active = False
+        user.save(update_fields=["is_active"])
+        ended = user_sessions_end(user=user)
+        audit_record(actor=actor, action="member.deactivated", obj=membership,
+                     agency=membership.agency, detail={"sessions_ended": ended})
+    membership.user.is_active = False
+    return membership
+
+
+def member_reactivate(*, actor: User, membership: Membership) -> Membership:
+    with transaction.atomic():
+        user = User.objects.select_for_update().get(pk=membership.user_id)
+        if user.is_active:
+            return membership
+        user.is_active = True
+        user.save(update_fields=["is_active"])
+        audit_record(actor=actor, action="member.reactivated", obj=membership,
+                     agency=membership.agency)
+    membership.user.is_active = True
+    return membership
+
+
+def profile_update(*, actor: User, display_name: str, timezone: str, language: str) -> User:
+    actor.display_name = display_name.strip()
+    actor.timezone = timezone
+    actor.language = language
+    _full_clean(actor, exclude=["password"])
+    with transaction.atomic():
+        actor.save(update_fields=["display_name", "timezone", "language"])
+        audit_record(actor=actor, action="profile.updated", obj=actor,
+                     agency=getattr(getattr(actor, "membership", None), "agency", None),
+                     detail={"timezone": timezone, "language": language})
+    return actor

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class VisioBrokerConfig(AppConfig):
+    name = "visio_broker"
+    verbose_name = "Visio Broker"
