@@ -32,5 +32,5 @@ class LanguageForm(forms.Form):
     next = forms.CharField(required=False)
 
 
-class InvitationAcceptForm(SetPasswordForm):  # type: ignore[type-arg]
+class InvitationAcceptForm(SetPasswordForm):
     """Only validates the two password fields; the service does the write."""

@@ -24,7 +24,7 @@ class RequireMfaForAdminsMiddleware:
         if (
             user.is_authenticated
             and not request.path.startswith(_ALLOWED_PREFIXES)
-            and (user.is_staff or is_agency_admin(user))  # type: ignore[arg-type]
+            and (user.is_staff or is_agency_admin(user))
             and not Authenticator.objects.filter(user=user, type=Authenticator.Type.TOTP).exists()
         ):
             return redirect(f"{reverse('mfa_activate_totp')}?next={request.path}")

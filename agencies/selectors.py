@@ -15,10 +15,7 @@ def membership_of(user: User) -> Membership | None:
 
 
 def is_agency_admin(user: User) -> bool:
-    return (
-        user.is_authenticated
-        and Membership.objects.filter(user=user, role=Role.ADMIN).exists()
-    )
+    return user.is_authenticated and Membership.objects.filter(user=user, role=Role.ADMIN).exists()
 
 
 def agency_members(*, agency: Agency) -> QuerySet[Membership]:

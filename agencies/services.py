@@ -66,8 +66,9 @@ def agency_create(
     _full_clean(agency)
     with transaction.atomic():
         if Agency.objects.filter(slug=agency.slug).exists():
-            raise Conflict(_("An agency with slug %s already exists.") % agency.slug,
-                           code="agency_exists")
+            raise Conflict(
+                _("An agency with slug %s already exists.") % agency.slug, code="agency_exists"
+            )
         agency.save()
         audit_record(
             actor=actor,
@@ -121,11 +122,13 @@ def user_create(
     try:
         with transaction.atomic():
             if User.objects.filter(email__iexact=email).exists():
-                raise Conflict(_("A user with email %s already exists.") % email,
-                               code="user_exists")
+                raise Conflict(
+                    _("A user with email %s already exists.") % email, code="user_exists"
+                )
             user.save()
-            EmailAddress.objects.create(user=user, email=email, primary=True,
-                                        verified=email_verified)
+            EmailAddress.objects.create(
+                user=user, email=email, primary=True, verified=email_verified
+            )
             membership = Membership.objects.create(
                 user=user, agency=agency, role=role, invited_by=invited_by
             )
@@ -138,8 +141,9 @@ def user_create(
             )
     except IntegrityError:
         # Two concurrent creations of the same address: the loser gets the same answer.
-        raise Conflict(_("A user with email %s already exists.") % email,
-                       code="user_exists") from None
+        raise Conflict(
+            _("A user with email %s already exists.") % email, code="user_exists"
+        ) from None
     return user
 
 
@@ -203,17 +207,30 @@ def member_invite(
             pending = not existing.has_usable_password() and existing.is_active
             if membership is None or membership.agency_id != agency.pk or not pending:
                 raise Conflict(_("%s already has an account.") % email, code="user_exists")
-            audit_record(actor=actor, action="member.reinvited", obj=membership, agency=agency,
-                         detail={"email": email})
+            audit_record(
+                actor=actor,
+                action="member.reinvited",
+                obj=membership,
+                agency=agency,
+                detail={"email": email},
+            )
         else:
             user = user_create(
-                actor=actor, email=email, agency=agency, role=role,
+                actor=actor,
+                email=email,
+                agency=agency,
+                role=role,
                 display_name=display_name,
                 invited_by=None if isinstance(actor, str) else actor,
             )
             membership = user.membership
-            audit_record(actor=actor, action="member.invited", obj=membership, agency=agency,
-                         detail={"email": email, "role": role})
+            audit_record(
+                actor=actor,
+                action="member.invited",
+                obj=membership,
+                agency=agency,
+                detail={"email": email, "role": role},
+            )
         inviter = None if isinstance(actor, str) else actor.get_full_name()
         user_id = membership.user_id
         transaction.on_commit(lambda: _send_invitation(user_id, inviter))
@@ -230,15 +247,17 @@ def invitation_accept(*, user: User, password: str) -> User:
         user.set_password(password)
         user.save(update_fields=["password"])
         EmailAddress.objects.filter(user=user, email__iexact=user.email).update(verified=True)
-        audit_record(actor=user, action="invitation.accepted", obj=user,
-                     agency=user.membership.agency)
+        audit_record(
+            actor=user, action="invitation.accepted", obj=user, agency=user.membership.agency
+        )
     return user
 
 
 def _other_admins(membership: Membership) -> bool:
     return (
-        Membership.objects.filter(agency_id=membership.agency_id, role=Role.ADMIN,
-                                  user__is_active=True)
+        Membership.objects.filter(
+            agency_id=membership.agency_id, role=Role.ADMIN, user__is_active=True
+        )
         .exclude(pk=membership.pk)
         .exists()
     )
@@ -251,19 +270,28 @@ def membership_change_role(*, actor: User, membership: Membership, role: str) ->
         )
     with transaction.atomic():
         # Lock the agency's admin rows so two admins cannot demote each other at once.
-        list(Membership.objects.select_for_update().filter(agency_id=membership.agency_id,
-                                                           role=Role.ADMIN))
+        list(
+            Membership.objects.select_for_update().filter(
+                agency_id=membership.agency_id, role=Role.ADMIN
+            )
+        )
         membership.refresh_from_db()
         if membership.role == role:
             return membership
         if membership.role == Role.ADMIN and not _other_admins(membership):
-            raise Conflict(_("An agency needs at least one active administrator."),
-                           code="last_admin")
+            raise Conflict(
+                _("An agency needs at least one active administrator."), code="last_admin"
+            )
         previous = membership.role
         membership.role = role
         membership.save(update_fields=["role", "updated_at"])
-        audit_record(actor=actor, action="member.role_changed", obj=membership,
-                     agency=membership.agency, detail={"from": previous, "to": role})
+        audit_record(
+            actor=actor,
+            action="member.role_changed",
+            obj=membership,
+            agency=membership.agency,
+            detail={"from": previous, "to": role},
+        )
     return membership
 
 
@@ -277,8 +305,7 @@ def user_sessions_end(*, user: User) -> int:
 
 def member_deactivate(*, actor: User, membership: Membership) -> Membership:
     if membership.user_id == actor.pk:
-        raise Forbidden(_("You cannot deactivate your own account."),
-                        code="cannot_deactivate_self")
+        raise Forbidden(_("You cannot deactivate your own account."), code="cannot_deactivate_self")
     with transaction.atomic():
         user = User.objects.select_for_update().get(pk=membership.user_id)
         if not user.is_active:
@@ -286,8 +313,13 @@ def member_deactivate(*, actor: User, membership: Membership) -> Membership:
         user.is_active = False
         user.save(update_fields=["is_active"])
         ended = user_sessions_end(user=user)
-        audit_record(actor=actor, action="member.deactivated", obj=membership,
-                     agency=membership.agency, detail={"sessions_ended": ended})
+        audit_record(
+            actor=actor,
+            action="member.deactivated",
+            obj=membership,
+            agency=membership.agency,
+            detail={"sessions_ended": ended},
+        )
     membership.user.is_active = False
     return membership
 
@@ -299,8 +331,9 @@ def member_reactivate(*, actor: User, membership: Membership) -> Membership:
             return membership
         user.is_active = True
         user.save(update_fields=["is_active"])
-        audit_record(actor=actor, action="member.reactivated", obj=membership,
-                     agency=membership.agency)
+        audit_record(
+            actor=actor, action="member.reactivated", obj=membership, agency=membership.agency
+        )
     membership.user.is_active = True
     return membership
 
@@ -312,7 +345,11 @@ def profile_update(*, actor: User, display_name: str, timezone: str, language: s
     _full_clean(actor, exclude=["password"])
     with transaction.atomic():
         actor.save(update_fields=["display_name", "timezone", "language"])
-        audit_record(actor=actor, action="profile.updated", obj=actor,
-                     agency=getattr(getattr(actor, "membership", None), "agency", None),
-                     detail={"timezone": timezone, "language": language})
+        audit_record(
+            actor=actor,
+            action="profile.updated",
+            obj=actor,
+            agency=getattr(getattr(actor, "membership", None), "agency", None),
+            detail={"timezone": timezone, "language": language},
+        )
     return actor

@@ -6,7 +6,7 @@ class InvitationTokenGenerator(PasswordResetTokenGenerator):
 
     key_salt = "visio_broker.agencies.InvitationTokenGenerator"
 
-    def _make_hash_value(self, user, timestamp):  # type: ignore[no-untyped-def]
+    def _make_hash_value(self, user, timestamp):
         return f"{super()._make_hash_value(user, timestamp)}{user.is_active}"
 
 

@@ -59,8 +59,11 @@ def profile(request: HttpRequest) -> HttpResponse:
     user = _user(request)
     form = ProfileForm(
         request.POST or None,
-        initial={"display_name": user.display_name, "timezone": user.timezone,
-                 "language": user.language},
+        initial={
+            "display_name": user.display_name,
+            "timezone": user.timezone,
+            "language": user.language,
+        },
     )
     if request.method == "POST" and form.is_valid():
         try:
@@ -70,15 +73,21 @@ def profile(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, _("Your profile has been saved."))
             return _with_language_cookie(redirect("profile"), user.language)
-    return render(request, "agencies/profile.html", {"form": form})
+    return render(
+        request, "agencies/profile.html", {"form": form}, status=400 if form.errors else 200
+    )
 
 
 def _with_language_cookie(response: HttpResponse, language: str) -> HttpResponse:
     from django.conf import settings
 
     response.set_cookie(
-        settings.LANGUAGE_COOKIE_NAME, language, max_age=settings.LANGUAGE_COOKIE_AGE,
-        samesite="Lax", secure=settings.SESSION_COOKIE_SECURE, httponly=True,
+        settings.LANGUAGE_COOKIE_NAME,
+        language,
+        max_age=settings.LANGUAGE_COOKIE_AGE,
+        samesite="Lax",
+        secure=settings.SESSION_COOKIE_SECURE,
+        httponly=True,
     )
     return response
 
@@ -88,16 +97,18 @@ def language_set(request: HttpRequest) -> HttpResponse:
     """The language switch; for a signed-in user it also becomes the profile language."""
     form = LanguageForm(request.POST)
     target = request.POST.get("next") or "/"
-    if not url_has_allowed_host_and_scheme(target, {request.get_host()},
-                                           require_https=request.is_secure()):
+    if not url_has_allowed_host_and_scheme(
+        target, {request.get_host()}, require_https=request.is_secure()
+    ):
         target = "/"
     if not form.is_valid():
         return HttpResponseRedirect(target)
     language = form.cleaned_data["language"]
     user = _user(request)
     if user.is_authenticated and user.language != language:
-        services.profile_update(actor=user, display_name=user.display_name,
-                                timezone=user.timezone, language=language)
+        services.profile_update(
+            actor=user, display_name=user.display_name, timezone=user.timezone, language=language
+        )
     return _with_language_cookie(HttpResponseRedirect(target), language)
 
 
@@ -106,34 +117,47 @@ def member_list(request: HttpRequest, admin: Membership) -> HttpResponse:
     form = InviteForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            membership = services.member_invite(actor=_user(request), agency=admin.agency,
-                                                **form.cleaned_data)
+            membership = services.member_invite(
+                actor=_user(request), agency=admin.agency, **form.cleaned_data
+            )
         except DomainError as exc:
             form.add_error("email" if "email" in exc.code else None, exc.message)
         else:
-            messages.success(request, _("Invitation sent to %(email)s.")
-                             % {"email": membership.user.email})
+            messages.success(
+                request, _("Invitation sent to %(email)s.") % {"email": membership.user.email}
+            )
             return redirect("member_list")
-    return render(request, "agencies/member_list.html", {
-        "agency": admin.agency,
-        "members": agency_members(agency=admin.agency),
-        "form": form,
-        "role_form": RoleForm(),
-        "status": 400 if form.errors else 200,
-    }, status=400 if form.errors else 200)
+    return render(
+        request,
+        "agencies/member_list.html",
+        {
+            "agency": admin.agency,
+            "members": agency_members(agency=admin.agency),
+            "form": form,
+            "role_form": RoleForm(),
+            "status": 400 if form.errors else 200,
+        },
+        status=400 if form.errors else 200,
+    )
 
 
 def _member(admin: Membership, pk: int) -> Membership:
     # Scoped to the admin's agency: another agency's member is a 404, not a 403.
-    return get_object_or_404(Membership.objects.select_related("user", "agency"),
-                             pk=pk, agency=admin.agency)
+    return get_object_or_404(
+        Membership.objects.select_related("user", "agency"), pk=pk, agency=admin.agency
+    )
 
 
-def _member_row(request: HttpRequest, admin: Membership, member: Membership,
-                status: int = 200) -> HttpResponse:
+def _member_row(
+    request: HttpRequest, admin: Membership, member: Membership, status: int = 200
+) -> HttpResponse:
     if request.headers.get("HX-Request"):
-        return render(request, "agencies/_member_row.html",
-                      {"m": member, "role_form": RoleForm(), "me": admin}, status=status)
+        return render(
+            request,
+            "agencies/_member_row.html",
+            {"m": member, "role_form": RoleForm(), "me": admin},
+            status=status,
+        )
     return redirect("member_list")
 
 
@@ -155,9 +179,13 @@ def member_role(request: HttpRequest, admin: Membership, pk: int) -> HttpRespons
     if not form.is_valid():
         messages.error(request, _("Choose a valid role."))
         return _member_row(request, admin, member, status=400)
-    status = _run(request, lambda: services.membership_change_role(
-        actor=_user(request), membership=member, role=form.cleaned_data["role"]),
-        _("Role of %(name)s changed.") % {"name": member.user})
+    status = _run(
+        request,
+        lambda: services.membership_change_role(
+            actor=_user(request), membership=member, role=form.cleaned_data["role"]
+        ),
+        _("Role of %(name)s changed.") % {"name": member.user},
+    )
     member.refresh_from_db()
     return _member_row(request, admin, member, status=status)
 
@@ -166,9 +194,11 @@ def member_role(request: HttpRequest, admin: Membership, pk: int) -> HttpRespons
 @agency_admin_required
 def member_deactivate(request: HttpRequest, admin: Membership, pk: int) -> HttpResponse:
     member = _member(admin, pk)
-    status = _run(request, lambda: services.member_deactivate(actor=_user(request),
-                                                              membership=member),
-                  _("%(name)s has been deactivated and signed out.") % {"name": member.user})
+    status = _run(
+        request,
+        lambda: services.member_deactivate(actor=_user(request), membership=member),
+        _("%(name)s has been deactivated and signed out.") % {"name": member.user},
+    )
     return _member_row(request, admin, member, status=status)
 
 
@@ -176,9 +206,11 @@ def member_deactivate(request: HttpRequest, admin: Membership, pk: int) -> HttpR
 @agency_admin_required
 def member_reactivate(request: HttpRequest, admin: Membership, pk: int) -> HttpResponse:
     member = _member(admin, pk)
-    status = _run(request, lambda: services.member_reactivate(actor=_user(request),
-                                                              membership=member),
-                  _("%(name)s has been reactivated.") % {"name": member.user})
+    status = _run(
+        request,
+        lambda: services.member_reactivate(actor=_user(request), membership=member),
+        _("%(name)s has been reactivated.") % {"name": member.user},
+    )
     return _member_row(request, admin, member, status=status)
 
 
@@ -206,6 +238,9 @@ def invitation_accept(request: HttpRequest, uidb64: str, token: str) -> HttpResp
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
             messages.success(request, _("Welcome! Your account is ready."))
             return redirect("home")
-    return render(request, "agencies/invitation_accept.html",
-                  {"form": form, "invitee": user, "agency": user.membership.agency},
-                  status=400 if form.errors else 200)
+    return render(
+        request,
+        "agencies/invitation_accept.html",
+        {"form": form, "invitee": user, "agency": user.membership.agency},
+        status=400 if form.errors else 200,
+    )

@@ -30,12 +30,6 @@ AXE_JS = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "ax
 SCREENSHOT_DIR = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "browser: end-to-end test in headless Chromium (Playwright, live server)"
-    )
-
-
 def _missing(message: str) -> None:
     """A missing tool fails CI (the Makefile installs it) but only skips on a developer's box."""
     if os.environ.get("CI"):

@@ -16,7 +16,10 @@ class Command(OperatorCommand):
         parser.add_argument("--timezone", required=True, help="IANA zone, e.g. Europe/Paris")
         parser.add_argument("--language", default="en", help="default language (en, fr)")
         parser.add_argument(
-            "--email-domain", action="append", default=[], dest="email_domains",
+            "--email-domain",
+            action="append",
+            default=[],
+            dest="email_domains",
             help="email domain of the agency's staff (repeatable)",
         )
 

@@ -37,8 +37,9 @@ class Command(OperatorCommand):
         messages = list(mailbox.mbox(path))
         if options["show"] is not None:
             if not 1 <= options["show"] <= len(messages):
-                raise CommandError(f"There are {len(messages)} messages; --show takes 1 to "
-                                   f"{len(messages)}.")
+                raise CommandError(
+                    f"There are {len(messages)} messages; --show takes 1 to {len(messages)}."
+                )
             message = messages[options["show"] - 1]
             for name in ("Date", "From", "To", "Subject"):
                 self.stdout.write(f"{name}: {_header(message, name)}")

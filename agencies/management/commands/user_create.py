@@ -22,7 +22,8 @@ class Command(OperatorCommand):
         parser.add_argument("--role", required=True, choices=Role.values)
         parser.add_argument("--name", default="", help="display name")
         parser.add_argument(
-            "--password-stdin", action="store_true",
+            "--password-stdin",
+            action="store_true",
             help="read the password from the first line of standard input",
         )
 
@@ -32,8 +33,12 @@ class Command(OperatorCommand):
             raise CommandError(f"No agency with slug {options['agency']!r}.")
         if not options["password_stdin"]:
             membership = member_invite(
-                actor=CLI, agency=agency, email=options["email"], role=options["role"],
-                display_name=options["name"], check_email_domain=False,
+                actor=CLI,
+                agency=agency,
+                email=options["email"],
+                role=options["role"],
+                display_name=options["name"],
+                check_email_domain=False,
             )
             self.stdout.write(f"Created {membership.user.email}; invitation sent by email.")
             return
@@ -41,8 +46,12 @@ class Command(OperatorCommand):
         if not password:
             raise CommandError("--password-stdin given but standard input has no password.")
         user = user_create(
-            actor=CLI, email=options["email"], agency=agency, role=options["role"],
-            display_name=options["name"], password=password,
+            actor=CLI,
+            email=options["email"],
+            agency=agency,
+            role=options["role"],
+            display_name=options["name"],
+            password=password,
         )
         self.stdout.write(
             f"Created {user.email} ({options['role']} of {agency.slug}); the address is "
