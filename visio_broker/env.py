@@ -58,12 +58,17 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def env_url(name: str, default: str = "", *, schemes: tuple[str, ...] = ()) -> str:
-    value = _raw(name)
+def env_url(
+    name: str, default: str = "", *, schemes: tuple[str, ...] = (), secret: bool = False
+) -> str:
+    """A URL; with secret=True it may also come from NAME_FILE (URLs that embed a password)."""
+    value = (env_secret(name) or None) if secret else _raw(name)
     if value is None or value == "":
         return default
     parts = urlsplit(value)
-    if not parts.scheme or not (parts.netloc or parts.path):
+    # A host, or an absolute path for socket and file URLs (unix:///run/redis.sock); a missing
+    # "//" ("https:host", "localhost:8000") would otherwise parse as a scheme plus a path.
+    if not parts.scheme or not (parts.netloc or parts.path.startswith("/")):
         raise ImproperlyConfigured(f"{name} must be a URL, got {value!r}")
     if schemes and parts.scheme not in schemes:
         allowed = ", ".join(schemes)

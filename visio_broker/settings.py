@@ -123,7 +123,7 @@ TEMPLATES = [
 
 # --- Database ---------------------------------------------------------------------------------
 
-DATABASE_URL = _required("DATABASE_URL", env_url("DATABASE_URL"))
+DATABASE_URL = _required("DATABASE_URL", env_url("DATABASE_URL", secret=True))
 if DATABASE_URL:
     _db = dj_database_url.parse(
         DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
@@ -135,6 +135,7 @@ if DATABASE_URL:
         )
     DATABASES = {"default": _db}
 else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
     # Embedded mode: web, worker and beat share one SQLite file. IMMEDIATE transactions make
     # concurrent writers queue on the lock instead of failing with "database is locked".
     DATABASES = {
@@ -152,9 +153,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis, cache, Celery ---------------------------------------------------------------------
 
-REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss", "unix"))
+REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss", "unix"), secret=True)
 CELERY_BROKER_URL = _required(
-    "CELERY_BROKER_URL or REDIS_URL", env_url("CELERY_BROKER_URL") or REDIS_URL
+    "CELERY_BROKER_URL or REDIS_URL", env_url("CELERY_BROKER_URL", secret=True) or REDIS_URL
 )
 EMBEDDED_BROKER = not CELERY_BROKER_URL
 
@@ -184,6 +185,8 @@ if EMBEDDED_BROKER:
         "data_folder_out": str(_broker_dir / "queue"),
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+        # Half a second keeps the embedded worker responsive without busy-polling the disk.
+        "polling_interval": 0.5,
     }
     CELERY_RESULT_BACKEND = f"file://{VAR_DIR / 'celery-results'}"
 else:
@@ -261,10 +264,16 @@ ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
 ACCOUNT_PASSWORD_RESET_BY_CODE_ENABLED = False
 ACCOUNT_EMAIL_SUBJECT_PREFIX = EMAIL_SUBJECT_PREFIX
 ACCOUNT_DEFAULT_HTTP_PROTOCOL = urlsplit(SITE_URL).scheme
-ACCOUNT_RATE_LIMITS_ENABLED = env_bool("ACCOUNT_RATE_LIMITS_ENABLED", default=True)
+# allauth has no on/off switch of its own: ACCOUNT_RATE_LIMITS = False turns every limit off.
+if not env_bool("ACCOUNT_RATE_LIMITS_ENABLED", default=True):
+    ACCOUNT_RATE_LIMITS = False
+# Sign-up is closed: allauth's mail to unknown addresses would only invite them to sign up.
+ACCOUNT_EMAIL_UNKNOWN_ACCOUNTS = False
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = env_str("MFA_TOTP_ISSUER", "Visio Broker")
 USERSESSIONS_TRACK_ACTIVITY = True
+# Reverse proxies in front of gunicorn, so rate limits count the client's address, not nginx's.
+ALLAUTH_TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 60 * 60 * 12, minimum=300)
 SESSION_COOKIE_HTTPONLY = True
@@ -283,7 +292,7 @@ USE_TZ = True
 # --- Static files -----------------------------------------------------------------------------
 
 STATIC_URL = "/static/"
-STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles"))).resolve()
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -50,13 +50,13 @@ def _check_broker() -> str | None:
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
     """Ready to serve: database reachable, migrations applied, broker reachable."""
+    database = _check_database()
     problems = {
-        "database": _check_database(),
-        "migrations": None,
+        "database": database,
+        # Without a database the migration state cannot be read: not "ok", unknown.
+        "migrations": _check_migrations() if database is None else "unknown: no database",
         "broker": _check_broker(),
     }
-    if problems["database"] is None:
-        problems["migrations"] = _check_migrations()
     checks = {name: problem or "ok" for name, problem in problems.items()}
     ready = all(problem is None for problem in problems.values())
     return JsonResponse(
