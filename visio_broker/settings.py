@@ -83,6 +83,7 @@ INSTALLED_APPS = [
     "allauth.usersessions",
     "visio_broker",
     "agencies",
+    "meetings",
 ]
 
 MIDDLEWARE = [

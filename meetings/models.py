@@ -1,0 +1,224 @@
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from agencies.models import Agency, Role, User
+from agencies.reference import validate_timezone
+
+
+class AccessLevel(models.TextChoices):
+    INVITE = "invite", _("Invited people only")
+    AGENCY = "agency", _("Anyone in the host agency")
+    LINK = "link", _("Anyone with the link (through the lobby)")
+
+
+class MeetingStatus(models.TextChoices):
+    SCHEDULED = "scheduled", _("Scheduled")
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+class AttendeeRole(models.TextChoices):
+    CHAIR = "chair", _("Chair")
+    REQUIRED = "required", _("Required")
+    OPTIONAL = "optional", _("Optional")
+
+
+class PartStat(models.TextChoices):
+    NEEDS_ACTION = "needs-action", _("Not answered")
+    ACCEPTED = "accepted", _("Accepted")
+    TENTATIVE = "tentative", _("Tentative")
+    DECLINED = "declined", _("Declined")
+
+
+# Changes to these fields invalidate what attendees' calendars hold: they bump the iTIP
+# SEQUENCE and trigger update messages. Title and description are cosmetic.
+SIGNIFICANT_FIELDS = frozenset({"start", "end", "timezone", "all_day", "rrule", "status"})
+
+
+class Meeting(models.Model):
+    """A one-off meeting or the master of a series; times in UTC plus the IANA zone."""
+
+    uid = models.CharField(max_length=255, unique=True, editable=False)
+    title = models.CharField(_("title"), max_length=200)
+    description = models.TextField(_("description"), blank=True)
+    start = models.DateTimeField(_("start"))
+    end = models.DateTimeField(_("end"))
+    timezone = models.CharField(_("time zone"), max_length=64, validators=[validate_timezone])
+    all_day = models.BooleanField(_("all day"), default=False)
+    rrule = models.CharField(_("recurrence rule"), max_length=255, blank=True)
+    # End of the last occurrence (the meeting's own end when it does not repeat); null for a
+    # series without end. With ``start`` it bounds every window query through one index.
+    series_end = models.DateTimeField(null=True, blank=True)
+    host_agency = models.ForeignKey(Agency, on_delete=models.PROTECT, related_name="meetings")
+    organizer = models.ForeignKey(User, on_delete=models.PROTECT, related_name="organized_meetings")
+    co_organizers = models.ManyToManyField(User, blank=True, related_name="co_organized_meetings")
+    access_level = models.CharField(
+        _("who may join"), max_length=16, choices=AccessLevel.choices, default=AccessLevel.INVITE
+    )
+    lobby_enabled = models.BooleanField(_("lobby"), default=True)
+    status = models.CharField(
+        max_length=16, choices=MeetingStatus.choices, default=MeetingStatus.SCHEDULED
+    )
+    sequence = models.PositiveIntegerField(default=0)
+    # Set on the continuation created by "this and all following": the series it came from.
+    split_from = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="continuations"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("meeting")
+        verbose_name_plural = _("meetings")
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(end__gt=models.F("start")), name="meeting_end_after_start"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=MeetingStatus.values), name="meeting_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(access_level__in=AccessLevel.values), name="meeting_access_level_valid"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["start", "series_end"], name="meeting_window_idx"),
+            models.Index(fields=["host_agency", "start"], name="meeting_agency_start_idx"),
+            models.Index(fields=["organizer", "start"], name="meeting_organizer_start_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def is_recurring(self) -> bool:
+        return bool(self.rrule)
+
+    @property
+    def is_cancelled(self) -> bool:
+        return self.status == MeetingStatus.CANCELLED
+
+    @property
+    def duration(self) -> timedelta:
+        return self.end - self.start
+
+    def is_organizer(self, user: User) -> bool:
+        if not user.is_authenticated:
+            return False
+        if self.organizer_id == user.pk:
+            return True
+        return any(co.pk == user.pk for co in self.co_organizers.all())
+
+    def attendee_for(self, user: User) -> Attendee | None:
+        if not user.is_authenticated:
+            return None
+        return next((a for a in self.attendees.all() if a.user_id == user.pk), None)
+
+    def get_abilities(self, user: User) -> dict[str, bool]:
+        """What ``user`` may do with this meeting; drives the web UI and the API alike."""
+        if not user.is_authenticated:
+            return dict.fromkeys(ABILITIES, False)
+        organizer = self.is_organizer(user)
+        attendee = self.attendee_for(user)
+        membership = getattr(user, "membership", None)
+        host_admin = (
+            membership is not None
+            and membership.agency_id == self.host_agency_id
+            and membership.role == Role.ADMIN
+        )
+        view = organizer or attendee is not None or host_admin
+        can_change = (organizer or host_admin) and not self.is_cancelled
+        return {
+            "view": view,
+            "view_details": view,
+            "edit": can_change,
+            "cancel": can_change,
+            "respond": attendee is not None
+            and not self.is_cancelled
+            and attendee.role != AttendeeRole.CHAIR,
+            "join_as_moderator": organizer
+            or (attendee is not None and attendee.role == AttendeeRole.CHAIR),
+        }
+
+
+ABILITIES = ("view", "view_details", "edit", "cancel", "respond", "join_as_moderator")
+
+
+class OccurrenceException(models.Model):
+    """One occurrence of a series cancelled or moved; ``recurrence_id`` is its original start."""
+
+    meeting = models.ForeignKey(Meeting, on_delete=models.CASCADE, related_name="exceptions")
+    recurrence_id = models.DateTimeField()
+    cancelled = models.BooleanField(default=False)
+    start = models.DateTimeField(null=True, blank=True)
+    end = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["meeting", "recurrence_id"], name="occurrence_exception_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(cancelled=True)
+                | (Q(start__isnull=False) & Q(end__isnull=False) & Q(end__gt=models.F("start"))),
+                name="occurrence_exception_moved_has_times",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.meeting} @ {self.recurrence_id:%Y-%m-%d %H:%M}"
+
+
+def new_rsvp_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class Attendee(models.Model):
+    """Someone invited: a user of this instance, or an outside email address."""
+
+    meeting = models.ForeignKey(Meeting, on_delete=models.CASCADE, related_name="attendees")
+    user = models.ForeignKey(
+        User, on_delete=models.CASCADE, null=True, blank=True, related_name="attendances"
+    )
+    email = models.EmailField(_("email"))
+    display_name = models.CharField(_("name"), max_length=150, blank=True)
+    role = models.CharField(
+        _("role"), max_length=16, choices=AttendeeRole.choices, default=AttendeeRole.REQUIRED
+    )
+    partstat = models.CharField(
+        _("answer"), max_length=16, choices=PartStat.choices, default=PartStat.NEEDS_ACTION
+    )
+    rsvp_secret = models.CharField(max_length=64, default=new_rsvp_secret, editable=False)
+    responded_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["meeting", "email"], name="attendee_email_unique"),
+            models.CheckConstraint(
+                condition=Q(role__in=AttendeeRole.values), name="attendee_role_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(partstat__in=PartStat.values), name="attendee_partstat_valid"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["user", "meeting"], name="attendee_user_meeting_idx"),
+            models.Index(fields=["email"], name="attendee_email_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.display_name or self.email
+
+    @property
+    def is_internal(self) -> bool:
+        return self.user_id is not None

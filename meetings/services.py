@@ -1,0 +1,592 @@
+"""Every write of the meetings app. Each service runs in one transaction and audits itself."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import transaction
+from django.utils import timezone as djtz
+from django.utils.translation import gettext as _
+
+from agencies.models import User
+from agencies.reference import timezones
+from meetings.models import (
+    SIGNIFICANT_FIELDS,
+    AccessLevel,
+    Attendee,
+    AttendeeRole,
+    Meeting,
+    MeetingStatus,
+    OccurrenceException,
+    PartStat,
+)
+from meetings.recurrence import Recurrence, expand, last_occurrence_start
+from meetings.selectors import occurrence_at
+from visio_broker.audit import audit_record
+from visio_broker.errors import Forbidden, InvalidInput, NotFound
+
+# How far in the past a new meeting may start (a form submitted a minute late still books).
+PAST_TOLERANCE = timedelta(minutes=5)
+MAX_DURATION = timedelta(hours=24)
+MAX_ATTENDEES = 500
+
+
+@dataclass(frozen=True)
+class AttendeeSpec:
+    email: str
+    display_name: str = ""
+    role: str = AttendeeRole.REQUIRED
+
+
+@dataclass
+class UpdateResult:
+    """What changed, for the callers that notify attendees (invitations issue)."""
+
+    meeting: Meeting
+    changed: set[str] = field(default_factory=set)
+    significant: bool = False
+    added: list[Attendee] = field(default_factory=list)
+    removed: list[Attendee] = field(default_factory=list)
+
+
+# --- Validation helpers ---------------------------------------------------------------------
+
+
+def _require_organizer_role(actor: User) -> None:
+    membership = getattr(actor, "membership", None)
+    if membership is None or not membership.can_book:
+        raise Forbidden(_("Only organizers may book meetings."), code="not_organizer")
+
+
+def _require_can_edit(actor: User, meeting: Meeting) -> None:
+    if not meeting.get_abilities(actor)["edit"]:
+        if meeting.is_cancelled:
+            raise InvalidInput(_("This meeting is cancelled."), code="meeting_cancelled")
+        raise Forbidden(_("You may not change this meeting."), code="forbidden")
+
+
+def _check_timezone(name: str) -> None:
+    if name not in timezones():
+        raise InvalidInput(_("%(tz)s is not a time zone.") % {"tz": name}, code="invalid_timezone")
+
+
+def _normalize_times(
+    start: datetime, end: datetime, tz: str, all_day: bool
+) -> tuple[datetime, datetime]:
+    if djtz.is_naive(start) or djtz.is_naive(end):
+        raise InvalidInput(_("Times must carry a UTC offset."), code="naive_datetime")
+    if all_day:
+        # All-day meetings span whole local days: midnight to midnight in the meeting's zone.
+        zone = ZoneInfo(tz)
+        first = start.astimezone(zone).date()
+        last = end.astimezone(zone).date()
+        if last <= first:
+            last = first + timedelta(days=1)
+        start = datetime.combine(first, datetime.min.time(), zone)
+        end = datetime.combine(last, datetime.min.time(), zone)
+    if end <= start:
+        raise InvalidInput(_("The meeting must end after it starts."), code="end_before_start")
+    if not all_day and end - start > MAX_DURATION:
+        raise InvalidInput(_("A meeting lasts at most 24 hours."), code="too_long")
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def _series_bounds(
+    start: datetime, end: datetime, tz: str, recurrence: Recurrence | None
+) -> tuple[datetime, datetime, str, datetime | None]:
+    """Align the start on the rule's first occurrence; return start, end, rrule, series_end."""
+    if recurrence is None:
+        return start, end, "", end
+    rrule = recurrence.to_rrule()
+    duration = end - start
+    first_two = list(
+        expand(
+            rrule=rrule,
+            start=start,
+            timezone=tz,
+            window_start=start,
+            window_end=start + timedelta(days=3700),
+        )
+    )[:2]
+    if not first_two:
+        raise InvalidInput(
+            _("This recurrence has no occurrence after the start."), code="empty_recurrence"
+        )
+    if first_two[0] != start:
+        # Like Outlook: the series starts on the first day that matches the pattern.
+        start, end = first_two[0], first_two[0] + duration
+    if len(first_two) == 2 and first_two[1] < end:
+        raise InvalidInput(
+            _(
+                "Occurrences would overlap: the meeting is longer than the "
+                "time between two occurrences."
+            ),
+            code="overlapping_occurrences",
+        )
+    last = last_occurrence_start(rrule=rrule, start=start, timezone=tz)
+    return start, end, rrule, None if last is None else last + duration
+
+
+def _resolve_attendees(specs: Iterable[AttendeeSpec]) -> list[tuple[AttendeeSpec, User | None]]:
+    resolved: dict[str, tuple[AttendeeSpec, User | None]] = {}
+    for spec in specs:
+        email = spec.email.strip().lower()
+        try:
+            validate_email(email)
+        except ValidationError:
+            raise InvalidInput(
+                _("%(email)s is not a valid email address.") % {"email": email},
+                code="invalid_email",
+            ) from None
+        if spec.role not in AttendeeRole.values:
+            raise InvalidInput(
+                _("Unknown attendee role %(role)s.") % {"role": spec.role}, code="invalid_role"
+            )
+        resolved.setdefault(
+            email, (AttendeeSpec(email, spec.display_name.strip(), spec.role), None)
+        )
+    if len(resolved) > MAX_ATTENDEES:
+        raise InvalidInput(
+            _("A meeting can have at most %(n)d attendees.") % {"n": MAX_ATTENDEES},
+            code="too_many_attendees",
+        )
+    users = {u.email: u for u in User.objects.filter(email__in=resolved, is_active=True)}
+    return [(spec, users.get(email)) for email, (spec, _user) in resolved.items()]
+
+
+def _new_uid() -> str:
+    host = settings.SITE_URL.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+    return f"{uuid.uuid4()}@{host}"
+
+
+def _add_attendees(
+    meeting: Meeting,
+    people: Sequence[tuple[AttendeeSpec, User | None]],
+) -> list[Attendee]:
+    existing = set(meeting.attendees.values_list("email", flat=True))
+    rows = [
+        Attendee(
+            meeting=meeting,
+            user=user,
+            email=spec.email,
+            display_name=spec.display_name or (user.display_name if user else ""),
+            role=spec.role,
+        )
+        for spec, user in people
+        if spec.email not in existing
+    ]
+    return Attendee.objects.bulk_create(rows)
+
+
+# --- Services -------------------------------------------------------------------------------
+
+
+def meeting_schedule(
+    *,
+    actor: User,
+    title: str,
+    start: datetime,
+    end: datetime,
+    timezone: str,
+    description: str = "",
+    all_day: bool = False,
+    recurrence: Recurrence | None = None,
+    attendees: Iterable[AttendeeSpec] = (),
+    co_organizers: Iterable[User] = (),
+    access_level: str = AccessLevel.INVITE,
+    lobby_enabled: bool = True,
+) -> Meeting:
+    _require_organizer_role(actor)
+    title = title.strip()
+    if not title:
+        raise InvalidInput(_("Give the meeting a title."), code="title_required")
+    if access_level not in AccessLevel.values:
+        raise InvalidInput(_("Unknown access level."), code="invalid_access_level")
+    _check_timezone(timezone)
+    start, end = _normalize_times(start, end, timezone, all_day)
+    if start < djtz.now() - PAST_TOLERANCE:
+        raise InvalidInput(_("The meeting cannot start in the past."), code="start_in_past")
+    start, end, rrule, series_end = _series_bounds(start, end, timezone, recurrence)
+    co_organizers = [u for u in co_organizers if u.pk != actor.pk]
+    people = _resolve_attendees(
+        [
+            *attendees,
+            *(AttendeeSpec(u.email, u.display_name, AttendeeRole.REQUIRED) for u in co_organizers),
+        ]
+    )
+    people = [(s, u) for s, u in people if s.email != actor.email]
+    with transaction.atomic():
+        meeting = Meeting.objects.create(
+            uid=_new_uid(),
+            title=title,
+            description=description.strip(),
+            start=start,
+            end=end,
+            timezone=timezone,
+            all_day=all_day,
+            rrule=rrule,
+            series_end=series_end,
+            host_agency=actor.membership.agency,
+            organizer=actor,
+            access_level=access_level,
+            lobby_enabled=lobby_enabled,
+        )
+        meeting.co_organizers.set(co_organizers)
+        Attendee.objects.create(
+            meeting=meeting,
+            user=actor,
+            email=actor.email,
+            display_name=actor.display_name,
+            role=AttendeeRole.CHAIR,
+            partstat=PartStat.ACCEPTED,
+            responded_at=djtz.now(),
+        )
+        _add_attendees(meeting, people)
+        audit_record(
+            actor=actor,
+            action="meeting.scheduled",
+            obj=meeting,
+            agency=meeting.host_agency,
+            detail={"uid": meeting.uid, "recurring": bool(rrule), "attendees": len(people) + 1},
+        )
+    return meeting
+
+
+_UNSET: Any = object()
+
+
+def meeting_update(
+    *,
+    actor: User,
+    meeting: Meeting,
+    title: str = _UNSET,
+    description: str = _UNSET,
+    start: datetime = _UNSET,
+    end: datetime = _UNSET,
+    timezone: str = _UNSET,
+    all_day: bool = _UNSET,
+    recurrence: Recurrence | None = _UNSET,
+    attendees: Iterable[AttendeeSpec] = _UNSET,
+    co_organizers: Iterable[User] = _UNSET,
+    access_level: str = _UNSET,
+    lobby_enabled: bool = _UNSET,
+) -> UpdateResult:
+    """Change a meeting (the whole series). Significant changes bump ``sequence``."""
+    with transaction.atomic():
+        meeting = Meeting.objects.select_for_update().get(pk=meeting.pk)
+        _require_can_edit(actor, meeting)
+        proposed: dict[str, Any] = {}
+        if title is not _UNSET:
+            if not title.strip():
+                raise InvalidInput(_("Give the meeting a title."), code="title_required")
+            proposed["title"] = title.strip()
+        if description is not _UNSET:
+            proposed["description"] = description.strip()
+        if access_level is not _UNSET:
+            if access_level not in AccessLevel.values:
+                raise InvalidInput(_("Unknown access level."), code="invalid_access_level")
+            proposed["access_level"] = access_level
+        if lobby_enabled is not _UNSET:
+            proposed["lobby_enabled"] = lobby_enabled
+        timing_given = any(v is not _UNSET for v in (start, end, timezone, all_day, recurrence))
+        if timing_given:
+            tz = meeting.timezone if timezone is _UNSET else timezone
+            _check_timezone(tz)
+            new_all_day = meeting.all_day if all_day is _UNSET else all_day
+            new_start, new_end = _normalize_times(
+                meeting.start if start is _UNSET else start,
+                meeting.end if end is _UNSET else end,
+                tz,
+                new_all_day,
+            )
+            if recurrence is _UNSET:
+                rule = Recurrence.parse(meeting.rrule) if meeting.rrule else None
+            else:
+                rule = recurrence
+            if new_start != meeting.start and new_start < djtz.now() - PAST_TOLERANCE:
+                raise InvalidInput(_("The meeting cannot start in the past."), code="start_in_past")
+            new_start, new_end, rrule, series_end = _series_bounds(new_start, new_end, tz, rule)
+            proposed.update(
+                start=new_start,
+                end=new_end,
+                timezone=tz,
+                all_day=new_all_day,
+                rrule=rrule,
+                series_end=series_end,
+            )
+        changed = {name for name, value in proposed.items() if getattr(meeting, name) != value}
+        changed.discard("series_end")
+        for name in changed | ({"series_end"} if timing_given else set()):
+            setattr(meeting, name, proposed[name])
+        result = UpdateResult(
+            meeting=meeting, changed=changed, significant=bool(changed & SIGNIFICANT_FIELDS)
+        )
+        if co_organizers is not _UNSET:
+            new_co = {u.pk for u in co_organizers if u.pk != meeting.organizer_id}
+            if new_co != set(meeting.co_organizers.values_list("pk", flat=True)):
+                meeting.co_organizers.set(new_co)
+                result.changed.add("co_organizers")
+        if attendees is not _UNSET:
+            _replace_attendees(meeting, attendees, result)
+        if result.significant:
+            meeting.sequence += 1
+            if {"rrule"} & changed:
+                # Exceptions belong to occurrences of the old rule; they no longer apply.
+                meeting.exceptions.all().delete()
+            # The time changed: earlier answers no longer hold (RFC 5546 §2.1.4).
+            meeting.attendees.exclude(role=AttendeeRole.CHAIR).update(
+                partstat=PartStat.NEEDS_ACTION, responded_at=None
+            )
+        if not result.changed:
+            return result
+        meeting.save()
+        audit_record(
+            actor=actor,
+            action="meeting.updated",
+            obj=meeting,
+            agency=meeting.host_agency,
+            detail={"changed": sorted(result.changed), "sequence": meeting.sequence},
+        )
+    return result
+
+
+def _replace_attendees(
+    meeting: Meeting, specs: Iterable[AttendeeSpec], result: UpdateResult
+) -> None:
+    people = [(s, u) for s, u in _resolve_attendees(specs) if s.email != meeting.organizer.email]
+    wanted = {spec.email: spec for spec, _user in people}
+    current = {a.email: a for a in meeting.attendees.exclude(user_id=meeting.organizer_id)}
+    removed = [a for email, a in current.items() if email not in wanted]
+    for attendee in current.values():
+        spec = wanted.get(attendee.email)
+        if spec is not None and attendee.role != spec.role:
+            attendee.role = spec.role
+            attendee.save(update_fields=["role", "updated_at"])
+            result.changed.add("attendees")
+    if removed:
+        Attendee.objects.filter(pk__in=[a.pk for a in removed]).delete()
+    added = _add_attendees(meeting, [(s, u) for s, u in people if s.email not in current])
+    if added or removed:
+        result.changed.add("attendees")
+    result.added, result.removed = added, removed
+
+
+def meeting_cancel(*, actor: User, meeting: Meeting) -> Meeting:
+    """Cancel the meeting (the whole series)."""
+    with transaction.atomic():
+        meeting = Meeting.objects.select_for_update().get(pk=meeting.pk)
+        if meeting.is_cancelled:
+            return meeting
+        _require_can_edit(actor, meeting)
+        meeting.status = MeetingStatus.CANCELLED
+        meeting.sequence += 1
+        meeting.save(update_fields=["status", "sequence", "updated_at"])
+        audit_record(
+            actor=actor,
+            action="meeting.cancelled",
+            obj=meeting,
+            agency=meeting.host_agency,
+            detail={"sequence": meeting.sequence},
+        )
+    return meeting
+
+
+def _locked_occurrence(
+    actor: User,
+    meeting: Meeting,
+    recurrence_id: datetime,
+) -> tuple[Meeting, OccurrenceException | None]:
+    meeting = Meeting.objects.select_for_update().get(pk=meeting.pk)
+    _require_can_edit(actor, meeting)
+    if not meeting.rrule:
+        raise InvalidInput(_("This meeting does not repeat."), code="not_recurring")
+    if occurrence_at(meeting, recurrence_id) is None:
+        raise NotFound(
+            _("This meeting has no occurrence at that time."), code="occurrence_not_found"
+        )
+    exc = meeting.exceptions.filter(recurrence_id=recurrence_id).first()
+    return meeting, exc
+
+
+def occurrence_cancel(
+    *,
+    actor: User,
+    meeting: Meeting,
+    recurrence_id: datetime,
+) -> OccurrenceException:
+    with transaction.atomic():
+        meeting, exc = _locked_occurrence(actor, meeting, recurrence_id)
+        if exc is not None and exc.cancelled:
+            return exc
+        if exc is None:
+            exc = OccurrenceException(meeting=meeting, recurrence_id=recurrence_id)
+        exc.cancelled, exc.start, exc.end = True, None, None
+        exc.save()
+        meeting.sequence += 1
+        meeting.save(update_fields=["sequence", "updated_at"])
+        audit_record(
+            actor=actor,
+            action="occurrence.cancelled",
+            obj=meeting,
+            agency=meeting.host_agency,
+            detail={"recurrence_id": recurrence_id.isoformat(), "sequence": meeting.sequence},
+        )
+    return exc
+
+
+def occurrence_move(
+    *, actor: User, meeting: Meeting, recurrence_id: datetime, start: datetime, end: datetime
+) -> OccurrenceException:
+    with transaction.atomic():
+        meeting, exc = _locked_occurrence(actor, meeting, recurrence_id)
+        start, end = _normalize_times(start, end, meeting.timezone, meeting.all_day)
+        if start < djtz.now() - PAST_TOLERANCE:
+            raise InvalidInput(_("The meeting cannot start in the past."), code="start_in_past")
+        if exc is not None and not exc.cancelled and (exc.start, exc.end) == (start, end):
+            return exc
+        if exc is None:
+            exc = OccurrenceException(meeting=meeting, recurrence_id=recurrence_id)
+        exc.cancelled, exc.start, exc.end = False, start, end
+        exc.save()
+        meeting.sequence += 1
+        meeting.save(update_fields=["sequence", "updated_at"])
+        audit_record(
+            actor=actor,
+            action="occurrence.moved",
+            obj=meeting,
+            agency=meeting.host_agency,
+            detail={
+                "recurrence_id": recurrence_id.isoformat(),
+                "start": start.isoformat(),
+                "end": end.isoformat(),
+                "sequence": meeting.sequence,
+            },
+        )
+    return exc
+
+
+def series_split(
+    *, actor: User, meeting: Meeting, recurrence_id: datetime, **changes: Any
+) -> Meeting:
+    """ "This and all following": end the series before ``recurrence_id``; a new series (new
+    uid) continues from there with ``changes`` applied. Returns the new series."""
+    with transaction.atomic():
+        meeting, _exc = _locked_occurrence(actor, meeting, recurrence_id)
+        if recurrence_id == meeting.start:
+            # Splitting at the first occurrence is an edit of the whole series.
+            return meeting_update(actor=actor, meeting=meeting, **changes).meeting
+        old_rule = Recurrence.parse(meeting.rrule)
+        before = sum(
+            1
+            for _o in expand(
+                rrule=meeting.rrule,
+                start=meeting.start,
+                timezone=meeting.timezone,
+                window_start=meeting.start,
+                window_end=recurrence_id,
+            )
+        )
+        duration = meeting.end - meeting.start
+        continuation_rule = old_rule
+        if old_rule.count is not None:
+            continuation_rule = Recurrence(
+                freq=old_rule.freq,
+                interval=old_rule.interval,
+                weekdays=old_rule.weekdays,
+                month_day=old_rule.month_day,
+                nth=old_rule.nth,
+                month=old_rule.month,
+                count=old_rule.count - before,
+            )
+        attendee_specs = [
+            AttendeeSpec(a.email, a.display_name, a.role)
+            for a in meeting.attendees.exclude(user_id=meeting.organizer_id)
+        ]
+        continuation = Meeting.objects.create(
+            uid=_new_uid(),
+            title=meeting.title,
+            description=meeting.description,
+            start=recurrence_id,
+            end=recurrence_id + duration,
+            timezone=meeting.timezone,
+            all_day=meeting.all_day,
+            rrule=continuation_rule.to_rrule(),
+            series_end=meeting.series_end,
+            host_agency=meeting.host_agency,
+            organizer=meeting.organizer,
+            access_level=meeting.access_level,
+            lobby_enabled=meeting.lobby_enabled,
+            split_from=meeting,
+        )
+        continuation.co_organizers.set(meeting.co_organizers.all())
+        for attendee in meeting.attendees.all():
+            Attendee.objects.create(
+                meeting=continuation,
+                user=attendee.user,
+                email=attendee.email,
+                display_name=attendee.display_name,
+                role=attendee.role,
+                partstat=attendee.partstat,
+                responded_at=attendee.responded_at,
+            )
+        # Exceptions from the split point on belong to the continuation now.
+        meeting.exceptions.filter(recurrence_id__gte=recurrence_id).update(meeting=continuation)
+        # The old series ends just before the split occurrence.
+        ended = old_rule.with_until(recurrence_id - timedelta(seconds=1))
+        meeting.rrule = ended.to_rrule()
+        last = last_occurrence_start(
+            rrule=meeting.rrule, start=meeting.start, timezone=meeting.timezone
+        )
+        meeting.series_end = (last or meeting.start) + duration
+        meeting.sequence += 1
+        meeting.save(update_fields=["rrule", "series_end", "sequence", "updated_at"])
+        audit_record(
+            actor=actor,
+            action="series.split",
+            obj=meeting,
+            agency=meeting.host_agency,
+            detail={
+                "recurrence_id": recurrence_id.isoformat(),
+                "continuation_uid": continuation.uid,
+            },
+        )
+        if changes:
+            changes.setdefault("attendees", attendee_specs)
+            meeting_update(actor=actor, meeting=continuation, **changes)
+            continuation.refresh_from_db()
+    return continuation
+
+
+def attendee_respond(*, actor: User | str, attendee: Attendee, partstat: str) -> Attendee:
+    """An attendee answers (signed in, or through an RSVP link when ``actor`` is a label)."""
+    if partstat not in PartStat.values or partstat == PartStat.NEEDS_ACTION:
+        raise InvalidInput(_("Answer accepted, tentative or declined."), code="invalid_answer")
+    with transaction.atomic():
+        attendee = (
+            Attendee.objects.select_for_update().select_related("meeting").get(pk=attendee.pk)
+        )
+        if isinstance(actor, User) and attendee.user_id != actor.pk:
+            raise Forbidden(_("You can only answer for yourself."), code="forbidden")
+        if attendee.meeting.is_cancelled:
+            raise InvalidInput(_("This meeting is cancelled."), code="meeting_cancelled")
+        if attendee.partstat == partstat:
+            return attendee
+        attendee.partstat = partstat
+        attendee.responded_at = djtz.now()
+        attendee.save(update_fields=["partstat", "responded_at", "updated_at"])
+        audit_record(
+            actor=actor,
+            action="attendee.responded",
+            obj=attendee.meeting,
+            agency=attendee.meeting.host_agency,
+            detail={"attendee": attendee.email, "partstat": partstat},
+        )
+    return attendee
