@@ -37,8 +37,12 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 def _full_clean(instance: Agency | User | Membership, *, exclude: Iterable[str] = ()) -> None:
+    # Uniqueness is checked inside the write's transaction, where it gets its own Conflict code;
+    # Django's constraint validation would report a duplicate email as invalid input instead.
     try:
-        instance.full_clean(exclude=list(exclude), validate_unique=False)
+        instance.full_clean(
+            exclude=list(exclude), validate_unique=False, validate_constraints=False
+        )
     except ValidationError as exc:
         raise InvalidInput(_validation_message(exc)) from None
 

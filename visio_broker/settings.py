@@ -306,6 +306,9 @@ STORAGES = {
     },
 }
 WHITENOISE_USE_FINDERS = not PRODUCTION
+if not PRODUCTION:
+    # Whitenoise serves from the finders here, but warns on every start without this folder.
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 # --- REST API ---------------------------------------------------------------------------------
 
