@@ -138,11 +138,12 @@ class Meeting(models.Model):
             "view_details": view,
             "edit": can_change,
             "cancel": can_change,
+            # The organizer's own answer is implied; everyone else invited answers.
             "respond": attendee is not None
             and not self.is_cancelled
-            and attendee.role != AttendeeRole.CHAIR,
-            "join_as_moderator": organizer
-            or (attendee is not None and attendee.role == AttendeeRole.CHAIR),
+            and attendee.user_id != self.organizer_id,
+            "join_as_moderator": not self.is_cancelled
+            and (organizer or (attendee is not None and attendee.role == AttendeeRole.CHAIR)),
         }
 
 
@@ -214,6 +215,10 @@ class Attendee(models.Model):
         indexes = [
             models.Index(fields=["user", "meeting"], name="attendee_user_meeting_idx"),
             models.Index(fields=["email"], name="attendee_email_idx"),
+            # Free/busy reads (person, meeting, answer) of many people from the index alone.
+            models.Index(
+                fields=["user", "meeting"], include=["partstat"], name="attendee_busy_idx"
+            ),
         ]
 
     def __str__(self) -> str:

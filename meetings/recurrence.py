@@ -189,9 +189,11 @@ class Recurrence:
                 )
             return int(values[name])
 
+        interval = integer("INTERVAL")
         return cls(
             freq=values["FREQ"] if "FREQ" in values else "",
-            interval=integer("INTERVAL") or 1,
+            # INTERVAL=0 is an error to report, not the default.
+            interval=1 if interval is None else interval,
             weekdays=tuple(weekdays),
             month_day=integer("BYMONTHDAY"),
             nth=nth,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models.functions import Lower
 
 from agencies.models import Membership, Role, User
 from meetings.models import Attendee, Meeting, MeetingStatus, OccurrenceException
@@ -147,3 +148,25 @@ def occurrence_at(meeting: Meeting, recurrence_id: datetime) -> Occurrence | Non
     if exc is not None and exc.start is not None and exc.end is not None and not exc.cancelled:
         return Occurrence(meeting, recurrence_id, exc.start, exc.end, False, True)
     return None
+
+
+def people_search(*, query: str, limit: int = 10) -> list[User]:
+    """Active people of any agency on this instance whose name or email contains ``query``."""
+    query = query.strip()
+    if len(query) < 2:
+        return []
+    return list(
+        User.objects.filter(is_active=True, membership__isnull=False)
+        .filter(Q(display_name__icontains=query) | Q(email__icontains=query))
+        .select_related("membership__agency")
+        .order_by("display_name", "email")[:limit]
+    )
+
+
+def active_users_by_email(emails: Iterable[str]) -> dict[str, User]:
+    """Lower-cased address → active user of this instance, for the addresses that have one."""
+    wanted = {email.strip().lower() for email in emails}
+    if not wanted:
+        return {}
+    users = User.objects.filter(is_active=True).annotate(email_ci=Lower("email"))
+    return {user.email.lower(): user for user in users.filter(email_ci__in=wanted)}

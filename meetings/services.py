@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import islice, pairwise
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -13,6 +14,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
+from django.db.models.functions import Lower
 from django.utils import timezone as djtz
 from django.utils.translation import gettext as _
 
@@ -99,6 +101,12 @@ def _normalize_times(
     return start.astimezone(UTC), end.astimezone(UTC)
 
 
+def _refuse_past(start: datetime, end: datetime, all_day: bool) -> None:
+    # An all-day meeting today began at local midnight: it is still bookable until it ends.
+    if (end if all_day else start) < djtz.now() - PAST_TOLERANCE:
+        raise InvalidInput(_("The meeting cannot start in the past."), code="start_in_past")
+
+
 def _series_bounds(
     start: datetime, end: datetime, tz: str, recurrence: Recurrence | None
 ) -> tuple[datetime, datetime, str, datetime | None]:
@@ -107,23 +115,28 @@ def _series_bounds(
         return start, end, "", end
     rrule = recurrence.to_rrule()
     duration = end - start
-    first_two = list(
-        expand(
-            rrule=rrule,
-            start=start,
-            timezone=tz,
-            window_start=start,
-            window_end=start + timedelta(days=3700),
+    # Eight occurrences hold every gap of a pattern: a weekly one repeats its (at most seven)
+    # days, the others have near-constant gaps. The first two alone miss TU,TH,FR.
+    first = list(
+        islice(
+            expand(
+                rrule=rrule,
+                start=start,
+                timezone=tz,
+                window_start=start,
+                window_end=start + timedelta(days=3700),
+            ),
+            8,
         )
-    )[:2]
-    if not first_two:
+    )
+    if not first:
         raise InvalidInput(
             _("This recurrence has no occurrence after the start."), code="empty_recurrence"
         )
-    if first_two[0] != start:
+    if first[0] != start:
         # Like Outlook: the series starts on the first day that matches the pattern.
-        start, end = first_two[0], first_two[0] + duration
-    if len(first_two) == 2 and first_two[1] < end:
+        start, end = first[0], first[0] + duration
+    if any(later < earlier + duration for earlier, later in pairwise(first)):
         raise InvalidInput(
             _(
                 "Occurrences would overlap: the meeting is longer than the "
@@ -158,7 +171,13 @@ def _resolve_attendees(specs: Iterable[AttendeeSpec]) -> list[tuple[AttendeeSpec
             _("A meeting can have at most %(n)d attendees.") % {"n": MAX_ATTENDEES},
             code="too_many_attendees",
         )
-    users = {u.email: u for u in User.objects.filter(email__in=resolved, is_active=True)}
+    # Stored addresses may carry capitals (the admin keeps them); match like the unique index.
+    users = {
+        u.email.lower(): u
+        for u in User.objects.annotate(email_ci=Lower("email")).filter(
+            email_ci__in=resolved, is_active=True
+        )
+    }
     return [(spec, users.get(email)) for email, (spec, _user) in resolved.items()]
 
 
@@ -212,8 +231,7 @@ def meeting_schedule(
         raise InvalidInput(_("Unknown access level."), code="invalid_access_level")
     _check_timezone(timezone)
     start, end = _normalize_times(start, end, timezone, all_day)
-    if start < djtz.now() - PAST_TOLERANCE:
-        raise InvalidInput(_("The meeting cannot start in the past."), code="start_in_past")
+    _refuse_past(start, end, all_day)
     start, end, rrule, series_end = _series_bounds(start, end, timezone, recurrence)
     co_organizers = [u for u in co_organizers if u.pk != actor.pk]
     people = _resolve_attendees(
@@ -222,7 +240,7 @@ def meeting_schedule(
             *(AttendeeSpec(u.email, u.display_name, AttendeeRole.REQUIRED) for u in co_organizers),
         ]
     )
-    people = [(s, u) for s, u in people if s.email != actor.email]
+    people = [(s, u) for s, u in people if s.email != actor.email.lower()]
     with transaction.atomic():
         meeting = Meeting.objects.create(
             uid=_new_uid(),
@@ -311,8 +329,8 @@ def meeting_update(
                 rule = Recurrence.parse(meeting.rrule) if meeting.rrule else None
             else:
                 rule = recurrence
-            if new_start != meeting.start and new_start < djtz.now() - PAST_TOLERANCE:
-                raise InvalidInput(_("The meeting cannot start in the past."), code="start_in_past")
+            if new_start != meeting.start:
+                _refuse_past(new_start, new_end, new_all_day)
             new_start, new_end, rrule, series_end = _series_bounds(new_start, new_end, tz, rule)
             proposed.update(
                 start=new_start,
@@ -334,12 +352,20 @@ def meeting_update(
             if new_co != set(meeting.co_organizers.values_list("pk", flat=True)):
                 meeting.co_organizers.set(new_co)
                 result.changed.add("co_organizers")
-        if attendees is not _UNSET:
-            _replace_attendees(meeting, attendees, result)
+        if attendees is not _UNSET or "co_organizers" in result.changed:
+            # Like meeting_schedule: co-organizers are always attendees.
+            co_specs = [AttendeeSpec(u.email, u.display_name) for u in meeting.co_organizers.all()]
+            if attendees is not _UNSET:
+                _replace_attendees(meeting, [*attendees, *co_specs], result)
+            else:
+                result.added = _add_attendees(meeting, _resolve_attendees(co_specs))
+                if result.added:
+                    result.changed.add("attendees")
         if result.significant:
             meeting.sequence += 1
-            if {"rrule"} & changed:
-                # Exceptions belong to occurrences of the old rule; they no longer apply.
+            if {"rrule", "start", "timezone", "all_day"} & changed:
+                # Exceptions are keyed by the original starts of the old occurrences; once those
+                # move, they match nothing (a moved one would show twice). Outlook drops them too.
                 meeting.exceptions.all().delete()
             # The time changed: earlier answers no longer hold (RFC 5546 §2.1.4).
             meeting.attendees.exclude(role=AttendeeRole.CHAIR).update(
@@ -361,7 +387,8 @@ def meeting_update(
 def _replace_attendees(
     meeting: Meeting, specs: Iterable[AttendeeSpec], result: UpdateResult
 ) -> None:
-    people = [(s, u) for s, u in _resolve_attendees(specs) if s.email != meeting.organizer.email]
+    organizer_email = meeting.organizer.email.lower()
+    people = [(s, u) for s, u in _resolve_attendees(specs) if s.email != organizer_email]
     wanted = {spec.email: spec for spec, _user in people}
     current = {a.email: a for a in meeting.attendees.exclude(user_id=meeting.organizer_id)}
     removed = [a for email, a in current.items() if email not in wanted]
@@ -383,6 +410,8 @@ def meeting_cancel(*, actor: User, meeting: Meeting) -> Meeting:
     """Cancel the meeting (the whole series)."""
     with transaction.atomic():
         meeting = Meeting.objects.select_for_update().get(pk=meeting.pk)
+        if not meeting.get_abilities(actor)["view"]:
+            raise Forbidden(_("You may not change this meeting."), code="forbidden")
         if meeting.is_cancelled:
             return meeting
         _require_can_edit(actor, meeting)
@@ -448,8 +477,7 @@ def occurrence_move(
     with transaction.atomic():
         meeting, exc = _locked_occurrence(actor, meeting, recurrence_id)
         start, end = _normalize_times(start, end, meeting.timezone, meeting.all_day)
-        if start < djtz.now() - PAST_TOLERANCE:
-            raise InvalidInput(_("The meeting cannot start in the past."), code="start_in_past")
+        _refuse_past(start, end, meeting.all_day)
         if exc is not None and not exc.cancelled and (exc.start, exc.end) == (start, end):
             return exc
         if exc is None:

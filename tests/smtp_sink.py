@@ -61,7 +61,7 @@ class SmtpSink:
             self._received.clear()
 
     # aiosmtpd handler hook, called on the server's thread before it answers "250".
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         raw = envelope.original_content or envelope.content
         message = cast(EmailMessage, message_from_bytes(raw, policy=policy.default))
         with self._lock:

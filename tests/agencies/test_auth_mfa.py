@@ -75,8 +75,9 @@ def _wrong_code(secret: str) -> str:
 
 @pytest.fixture
 def isolated_cache(settings):
-    """Used-code markers and attempt counters in Redis, as in production, out of reach of other
-    test runs (those flush Redis databases 8 to 15, or share the file cache)."""
+    """Used-code markers and attempt counters in Redis, as in production, under a key prefix of
+    their own and outside the databases (8 to 15) that every test run flushes, so no concurrent
+    run can wipe them."""
     settings.CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",

@@ -23,12 +23,8 @@ TOO_MANY_ATTEMPTS = "Too many failed login attempts. Try again later."
 
 @pytest.fixture(autouse=True)
 def rate_limit_redis(settings):
-    """Rate-limit counters in Redis, as in production, out of reach of other test runs.
-
-    Without REDIS_URL the settings fall back to a file cache, and every test run's autouse
-    cache.clear() flushes its own Redis database (8 to 15): counters get a database outside that
-    range and a key prefix of their own, so no concurrent run can wipe them half-way.
-    """
+    """Rate-limit counters in Redis, as in production, under a key prefix of their own and outside
+    the databases (8 to 15) that every test run flushes, so no concurrent run can wipe them."""
     location = os.environ["REDIS_URL"].rsplit("/", 1)[0] + "/7"
     prefix = f"auth-test-{uuid.uuid4().hex}"
     settings.CACHES = {

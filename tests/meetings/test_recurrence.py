@@ -97,9 +97,7 @@ def test_recurrence_parse_accepts_prefix_lowercase_and_any_part_order():
 
 
 def test_recurrence_with_until_replaces_the_count():
-    ended = Recurrence(freq="DAILY", count=10).with_until(
-        datetime(2026, 6, 30, 10, tzinfo=PARIS)
-    )
+    ended = Recurrence(freq="DAILY", count=10).with_until(datetime(2026, 6, 30, 10, tzinfo=PARIS))
     assert ended.to_rrule() == "FREQ=DAILY;UNTIL=20260630T080000Z"
 
 
@@ -398,7 +396,7 @@ def test_recurrence_rejects_an_until_that_is_not_utc():
     with pytest.raises(InvalidInput) as raised:
         Recurrence(freq="DAILY", until=paris("2026-06-30"))
     assert raised.value.code == "unsupported_recurrence"
-    assert raised.value.message == "The end of a series must be given in UTC."
+    assert raised.value.message == "The end date of a series must be given in UTC."
 
 
 # --- Plain language ----------------------------------------------------------------------------
