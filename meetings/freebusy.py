@@ -7,15 +7,16 @@ window; nothing loops over the meetings table.
 
 from __future__ import annotations
 
-import copy
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
-from django.db.models import F, Prefetch, prefetch_related_objects
+from django.db.models import F
 from django.db.models.functions import Lower
 from django.utils import timezone as djtz
 from django.utils.translation import gettext as _
@@ -23,8 +24,8 @@ from django.utils.translation import gettext as _
 from agencies.models import User
 from agencies.reference import timezones
 from meetings.models import Meeting, MeetingStatus, OccurrenceException, PartStat
-from meetings.recurrence import Recurrence
-from meetings.selectors import meeting_occurrences, meetings_visible_to, overlapping
+from meetings.recurrence import Recurrence, expand
+from meetings.selectors import meetings_visible_to, overlapping
 from visio_broker.errors import InvalidInput
 
 MAX_PEOPLE = 100
@@ -34,8 +35,8 @@ MAX_SLOTS = 50
 MIN_STEP = timedelta(minutes=5)
 # Everything but "declined" blocks the person's time, including unanswered invitations.
 BUSY_PARTSTATS = tuple(value for value in PartStat.values if value != PartStat.DECLINED)
-# What occurrence expansion reads; anything else would be loaded lazily, one query per meeting.
-_MEETING_FIELDS = ("id", "title", "start", "end", "timezone", "rrule", "status")
+# What occurrence expansion reads (see _Meeting).
+_MEETING_FIELDS = ("id", "title", "start", "end", "timezone", "rrule")
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def freebusy(
     _check_people_count(set(normalized.values()))
     people = _resolve_people(normalized.values())
     start, end = start.astimezone(UTC), end.astimezone(UTC)
-    meetings, intervals = _busy_intervals(set(people.values()), start, end)
+    titles, intervals = _busy_intervals(set(people.values()), start, end)
     merged = {user_id: _merge(found) for user_id, found in intervals.items()}
     single = {ids[0] for groups in merged.values() for _s, _e, ids in groups if len(ids) == 1}
     visible: set[int] = set()
@@ -100,7 +101,7 @@ def freebusy(
                     start=max(group_start, start),
                     end=min(group_end, end),
                     meeting_id=shown,
-                    title=None if shown is None else meetings[shown].title,
+                    title=None if shown is None else titles[shown],
                 )
             )
         result[email] = FreeBusy(email=email, known=True, busy=busy)
@@ -142,11 +143,10 @@ def find_a_time(
         not_before=not_before,
     )
     required_keys = list(dict.fromkeys(_normalize(email) for email in required))
-    optional_keys = [
-        key
-        for key in dict.fromkeys(_normalize(email) for email in optional)
-        if key not in required_keys
-    ]
+    # Someone listed both ways is required.
+    optional_keys = list(
+        dict.fromkeys(_normalize(email) for email in optional).keys() - set(required_keys)
+    )
     _check_people_count({*required_keys, *optional_keys})
     floor = (not_before or djtz.now()).astimezone(UTC)
     window_start = max(_at(first_day, work_start, zone), floor)
@@ -154,7 +154,7 @@ def find_a_time(
     if window_start >= window_end:
         return []
     people = _resolve_people([*required_keys, *optional_keys])
-    _meetings, intervals = _busy_intervals(set(people.values()), window_start, window_end)
+    _titles, intervals = _busy_intervals(set(people.values()), window_start, window_end)
     required_busy = _Timeline(
         found for key in required_keys if key in people for found in intervals[people[key]]
     )
@@ -202,8 +202,8 @@ def _resolve_people(emails: Iterable[str]) -> dict[str, int]:
 
 def _busy_intervals(
     user_ids: set[int], start: datetime, end: datetime
-) -> tuple[dict[int, Meeting], defaultdict[int, list[_Interval]]]:
-    """The meetings that keep these people busy in [start, end), and each person's occurrences.
+) -> tuple[dict[int, str], defaultdict[int, list[_Interval]]]:
+    """Titles of the meetings keeping these people busy in [start, end), and each one's times.
 
     One query for the (meeting, person) pairs, one for the exceptions of the recurring ones.
     """
@@ -220,56 +220,121 @@ def _busy_intervals(
         scheduled.filter(organizer__in=user_ids).annotate(person=F("organizer")),
         scheduled.filter(co_organizers__in=user_ids).annotate(person=F("co_organizers")),
     ]
-    first, *others = [overlapping(branch, start, end).only(*_MEETING_FIELDS) for branch in branches]
-    meetings: dict[int, Meeting] = {}
+    first, *others = [
+        overlapping(branch, start, end).values_list(*_MEETING_FIELDS, "person")
+        for branch in branches
+    ]
+    meetings: dict[int, _Meeting] = {}
     people: defaultdict[int, set[int]] = defaultdict(set)
     # UNION ALL: an organizer is also the chair attendee; duplicates are dropped here.
-    for meeting in first.union(*others, all=True):
-        meetings.setdefault(meeting.pk, meeting)
-        people[meeting.pk].add(meeting.person)  # type: ignore[attr-defined]  # annotated above
-    recurring = [meeting for meeting in meetings.values() if meeting.rrule]
-    prefetch_related_objects(
-        recurring,
-        Prefetch("exceptions", queryset=OccurrenceException.objects.order_by("recurrence_id")),
-    )
+    for *fields, person in first.union(*others, all=True):
+        meeting = _Meeting(*fields)
+        meetings.setdefault(meeting.id, meeting)
+        people[meeting.id].add(person)
+    exceptions: defaultdict[int, dict[datetime, _Exception]] = defaultdict(dict)
+    recurring = [meeting.id for meeting in meetings.values() if meeting.rrule]
+    if recurring:
+        rows = OccurrenceException.objects.filter(meeting__in=recurring).values_list(
+            "meeting", "recurrence_id", "cancelled", "start", "end"
+        )
+        for meeting_id, recurrence_id, cancelled, moved_start, moved_end in rows:
+            exceptions[meeting_id][recurrence_id] = _Exception(cancelled, moved_start, moved_end)
     for meeting in meetings.values():
         found = [
-            (occurrence.start, occurrence.end, meeting.pk)
-            for occurrence in meeting_occurrences(_from_near(meeting, start), start, end)
-            if not occurrence.cancelled
+            (busy_start, busy_end, meeting.id)
+            for busy_start, busy_end in _occurrences(meeting, exceptions[meeting.id], start, end)
         ]
-        for user_id in people[meeting.pk]:
+        for user_id in people[meeting.id]:
             intervals[user_id].extend(found)
-    return meetings, intervals
+    return {meeting.id: meeting.title for meeting in meetings.values()}, intervals
 
 
-def _from_near(meeting: Meeting, window_start: datetime) -> Meeting:
-    """The series itself, or a copy anchored on a later occurrence close to the window.
+class _Meeting(NamedTuple):
+    id: int
+    title: str
+    start: datetime
+    end: datetime
+    timezone: str
+    rrule: str
 
-    dateutil walks a rule from its first occurrence, so a daily series begun a year ago yields
-    hundreds of occurrences before reaching the window. Without COUNT, moving the anchor forward
-    by whole periods of the wall clock (INTERVAL days or weeks) yields the same occurrences; the
-    exceptions stay keyed by their original starts, which do not change.
+
+class _Exception(NamedTuple):
+    cancelled: bool
+    start: datetime | None
+    end: datetime | None
+
+
+def _occurrences(
+    meeting: _Meeting,
+    exceptions: dict[datetime, _Exception],
+    window_start: datetime,
+    window_end: datetime,
+) -> list[tuple[datetime, datetime]]:
+    """Start and end of the meeting's occurrences overlapping the window, exceptions applied.
+
+    The rules of ``selectors.meeting_occurrences`` (tests hold the two together), on plain
+    tuples: free/busy reads many meetings and needs neither model instances nor prefetching.
     """
     if not meeting.rrule:
-        return meeting
-    rule = Recurrence.parse(meeting.rrule)
+        if meeting.start < window_end and meeting.end > window_start:
+            return [(meeting.start, meeting.end)]
+        return []
+    duration = meeting.end - meeting.start
+    pending = dict(exceptions)
+    found = []
+    # Occurrences starting up to one duration before the window still overlap it.
+    for original in expand(
+        rrule=meeting.rrule,
+        start=_anchor(meeting, window_start - duration),
+        timezone=meeting.timezone,
+        window_start=window_start - duration,
+        window_end=window_end,
+    ):
+        exc = pending.pop(original, None)
+        if exc is None:
+            busy = (original, original + duration)
+        elif exc.cancelled or exc.start is None or exc.end is None:
+            continue
+        else:
+            busy = (exc.start, exc.end)
+        if busy[0] < window_end and busy[1] > window_start:
+            found.append(busy)
+    # Occurrences moved into the window from outside it.
+    for original, exc in pending.items():
+        if exc.cancelled or exc.start is None or exc.end is None:
+            continue
+        if (
+            exc.start < window_end
+            and exc.end > window_start
+            and (original < window_start - duration or original >= window_end)
+        ):
+            found.append((exc.start, exc.end))
+    return found
+
+
+def _anchor(meeting: _Meeting, earliest: datetime) -> datetime:
+    """The series' first start, or a later occurrence's start before ``earliest``.
+
+    dateutil walks a rule from its first occurrence, so a daily series begun a year ago yields
+    hundreds of occurrences before reaching the window. Without COUNT, moving the start forward
+    by whole periods of the wall clock (INTERVAL days or weeks) yields the same occurrences.
+    """
+    rule = _parse_rule(meeting.rrule)
     if rule.count is not None or rule.freq not in ("DAILY", "WEEKLY"):
-        return meeting
+        return meeting.start
     period = rule.interval * (7 if rule.freq == "WEEKLY" else 1)
-    zone = ZoneInfo(meeting.timezone)
-    local = meeting.start.astimezone(zone)
-    # One period of margin: the occurrence just before the window may still overlap it.
-    target = (window_start - meeting.duration).astimezone(zone).date()
-    periods = (target - local.date()).days // period - 1
+    local = meeting.start.astimezone(ZoneInfo(meeting.timezone))
+    # One period of margin: the anchor must stay before ``earliest`` whatever the DST offset.
+    periods = ((earliest.astimezone(local.tzinfo).date() - local.date()).days // period) - 1
     if periods <= 0:
-        return meeting
-    anchored = copy.copy(meeting)
-    anchored.start = datetime.combine(
-        local.date() + timedelta(days=periods * period), local.timetz()
-    ).astimezone(UTC)
-    anchored.end = anchored.start + meeting.duration
-    return anchored
+        return meeting.start
+    moved = local.date() + timedelta(days=periods * period)
+    return datetime.combine(moved, local.timetz()).astimezone(UTC)
+
+
+@lru_cache(maxsize=512)
+def _parse_rule(rrule: str) -> Recurrence:
+    return Recurrence.parse(rrule)
 
 
 # --- Intervals ---------------------------------------------------------------------------------
