@@ -51,6 +51,7 @@ WEEKDAY_CHOICES = list(
     )
 )
 NTH_CHOICES = [
+    ("", _("as the date")),
     ("1", _("first")),
     ("2", _("second")),
     ("3", _("third")),
@@ -353,9 +354,17 @@ class RecurrenceFields(forms.Form):
         label=_("Day of the month"), min_value=1, max_value=31, required=False
     )
     nth = forms.ChoiceField(label=_("Which one"), choices=NTH_CHOICES, required=False)
-    nth_weekday = forms.ChoiceField(label=_("Weekday"), choices=WEEKDAY_CHOICES, required=False)
+    nth_weekday = forms.ChoiceField(
+        label=_("Weekday"),
+        choices=[("", _("the date's weekday")), *WEEKDAY_CHOICES],
+        required=False,
+    )
     month = forms.TypedChoiceField(
-        label=_("Month"), choices=MONTH_CHOICES, coerce=int, empty_value=None, required=False
+        label=_("Month"),
+        choices=[("", _("the date's month")), *MONTH_CHOICES],
+        coerce=int,
+        empty_value=None,
+        required=False,
     )
     ends = forms.ChoiceField(
         label=_("Ends"),
@@ -377,7 +386,12 @@ class RecurrenceFields(forms.Form):
         data = self.cleaned_data
         data["recurrence"] = None
         freq = data.get("repeat") or NO_REPEAT
-        if freq == NO_REPEAT or day is None or tz is None:
+        if freq == NO_REPEAT:
+            # The builder's other fields are hidden then: what they hold does not matter.
+            for name in RECURRENCE_FIELDS[1:]:
+                self.errors.pop(name, None)
+            return
+        if day is None or tz is None:
             return
         if any(name in self.errors for name in RECURRENCE_FIELDS):
             return
@@ -447,6 +461,24 @@ class RecurrenceFields(forms.Form):
 
 class MeetingForm(TimingFields, RecurrenceFields, AttendeeFields):
     """New meeting, edit of a series, and "this and following": the same fields."""
+
+    # The order of the page, so that the error summary lists the errors as they appear.
+    field_order = [
+        "title",
+        "description",
+        "date",
+        "start_time",
+        "end_time",
+        "duration",
+        "all_day",
+        "timezone",
+        *RECURRENCE_FIELDS,
+        "attendees",
+        "optional_attendees",
+        "co_organizers",
+        "access_level",
+        "lobby_enabled",
+    ]
 
     title = forms.CharField(label=_("Title"), max_length=200)
     description = forms.CharField(

@@ -150,14 +150,16 @@ def occurrence_at(meeting: Meeting, recurrence_id: datetime) -> Occurrence | Non
     return None
 
 
-def people_search(*, query: str, limit: int = 10) -> list[User]:
+def people_search(*, query: str, limit: int = 10, exclude: User | None = None) -> list[User]:
     """Active people of any agency on this instance whose name or email contains ``query``."""
     query = query.strip()
     if len(query) < 2:
         return []
+    people = User.objects.filter(is_active=True, membership__isnull=False)
+    if exclude is not None:
+        people = people.exclude(pk=exclude.pk)
     return list(
-        User.objects.filter(is_active=True, membership__isnull=False)
-        .filter(Q(display_name__icontains=query) | Q(email__icontains=query))
+        people.filter(Q(display_name__icontains=query) | Q(email__icontains=query))
         .select_related("membership__agency")
         .order_by("display_name", "email")[:limit]
     )

@@ -340,11 +340,12 @@ def meeting_detail(request: HttpRequest, pk: int, key: str | None = None) -> Htt
     return _render_meeting(request, meeting, occurrence)
 
 
-RESPONSE_MESSAGES = {
-    PartStat.ACCEPTED: _("You accepted the invitation."),
-    PartStat.TENTATIVE: _("You answered: tentative."),
-    PartStat.DECLINED: _("You declined the invitation."),
-}
+def _answered(partstat: str) -> str:
+    if partstat == PartStat.ACCEPTED:
+        return _("You accepted the invitation.")
+    if partstat == PartStat.TENTATIVE:
+        return _("You answered: tentative.")
+    return _("You declined the invitation.")
 
 
 @signed_in
@@ -367,7 +368,7 @@ def meeting_respond(request: HttpRequest, pk: int, key: str | None = None) -> Ht
         _raise_for_access(exc)
         messages.error(request, exc.message)
         return _render_meeting(request, meeting, occurrence, status=exc.status)
-    messages.success(request, str(RESPONSE_MESSAGES[PartStat(partstat)]))
+    messages.success(request, _answered(partstat))
     return redirect(_page_url(meeting, occurrence))
 
 
@@ -586,9 +587,11 @@ def occurrence_move(request: HttpRequest, pk: int, key: str) -> HttpResponse:
 
 
 # --- htmx helpers of the booking form ------------------------------------------------------------
+# Open to everyone signed in, not only to bookers: a co-organizer with the member role edits
+# meetings with the same form. They read, never write.
 
 
-@booking_required
+@signed_in
 @require_GET
 def recurrence_summary(request: HttpRequest) -> HttpResponse:
     form = RecurrencePreviewForm(request.GET)
@@ -602,12 +605,12 @@ def recurrence_summary(request: HttpRequest) -> HttpResponse:
     )
 
 
-@booking_required
+@signed_in
 @require_GET
 def people_search(request: HttpRequest) -> HttpResponse:
     form = PeopleSearchForm(request.GET)
     query = form.cleaned_data["q"] if form.is_valid() else ""
-    people = selectors.people_search(query=query) if query else []
+    people = selectors.people_search(query=query, exclude=_user(request)) if query else []
     typed_email = query.strip().lower() if "@" in query else ""
     if typed_email and any(person.email.lower() == typed_email for person in people):
         typed_email = ""
@@ -628,7 +631,7 @@ class Availability:
     busy: list[freebusy.Busy]
 
 
-@booking_required
+@signed_in
 @require_GET
 def availability(request: HttpRequest) -> HttpResponse:
     """Free/busy of the organizer and every attendee during the chosen time."""
@@ -681,7 +684,7 @@ def _working_days_after(first: dt.date, count: int) -> dt.date:
         day += dt.timedelta(days=1)
 
 
-@booking_required
+@signed_in
 @require_GET
 def find_a_time(request: HttpRequest) -> HttpResponse:
     """The earliest slots in working hours where the organizer and required attendees are free."""

@@ -242,3 +242,21 @@ def test_agency_admin_may_cancel_a_meeting_of_the_agency(client_as, series):
     assert response.status_code == 302
     series.refresh_from_db()
     assert series.status == MeetingStatus.CANCELLED
+
+
+def test_platform_admin_pages_list_and_show_meetings(series, db):
+    from agencies.models import User
+
+    operator = User.objects.create_superuser("root@example.org", "unused-password-1")
+    Authenticator.objects.create(
+        user=operator, type=Authenticator.Type.TOTP, data={"secret": "JBSWY3DPEHPK3PXP"}
+    )
+    client = signed_in_client(operator)
+    listing = client.get("/admin/meetings/meeting/", {"status__exact": "scheduled"})
+    assert listing.status_code == 200
+    assert "Weekly sync" in listing.content.decode()
+    detail = client.get(f"/admin/meetings/meeting/{series.pk}/change/")
+    assert detail.status_code == 200
+    content = detail.content.decode()
+    assert "guest@example.org" in content  # the attendee inline
+    assert series.uid in content and 'name="uid"' not in content  # read-only
