@@ -39,7 +39,7 @@ run: venv
 lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy visio_broker agencies meetings
+	$(BIN)/mypy visio_broker agencies meetings rooms
 	env -u DATABASE_URL -u REDIS_URL -u CELERY_BROKER_URL \
 		$(PY) manage.py makemigrations --check --dry-run
 

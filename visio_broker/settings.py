@@ -84,6 +84,7 @@ INSTALLED_APPS = [
     "visio_broker",
     "agencies",
     "meetings",
+    "rooms",
 ]
 
 MIDDLEWARE = [
