@@ -32,6 +32,21 @@ def validate_country_list(value: Any) -> None:
         validate_country(code)
 
 
+# What the profile offers: no reminder, 5 or 15 minutes, an hour or a day before.
+REMINDER_CHOICES_MINUTES = (5, 15, 60, 1440)
+
+
+def default_reminder_minutes() -> list[int]:
+    return [15]
+
+
+def validate_reminder_minutes(value: Any) -> None:
+    if not isinstance(value, list) or not all(
+        isinstance(item, int) and item in REMINDER_CHOICES_MINUTES for item in value
+    ):
+        raise ValidationError(_("Choose reminders from the offered ones."))
+
+
 class UserManager(BaseUserManager["User"]):
     use_in_migrations = True
 
@@ -66,6 +81,13 @@ class User(AbstractBaseUser, PermissionsMixin):
     )
     language = models.CharField(
         _("language"), max_length=8, default="en", validators=[validate_language]
+    )
+    # Minutes before a meeting at which calendars (feeds, invitations) remind; empty: none.
+    reminder_minutes = models.JSONField(
+        _("reminders"),
+        default=default_reminder_minutes,
+        blank=True,
+        validators=[validate_reminder_minutes],
     )
     is_active = models.BooleanField(_("active"), default=True)
     is_staff = models.BooleanField(_("platform operator"), default=False)
@@ -119,6 +141,8 @@ class Agency(models.Model):
     )
     # ... and, when false, only on backends the agency owns (never on instance-wide shared ones).
     allow_shared_backends = models.BooleanField(_("allow shared backends"), default=True)
+    # Opt-in by the agency's admins: a calendar feed of its meetings marked public, titles only.
+    public_calendar_enabled = models.BooleanField(_("public calendar"), default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

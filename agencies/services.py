@@ -11,8 +11,10 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone as djtz
 from django.utils import translation
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
@@ -317,12 +319,20 @@ def member_deactivate(*, actor: User, membership: Membership) -> Membership:
         user.is_active = False
         user.save(update_fields=["is_active"])
         ended = user_sessions_end(user=user)
+        # Their calendar feed URLs die with the account (imported here: meetings imports us).
+        from meetings.feeds import forget_validators
+        from meetings.models import FeedToken
+
+        live = FeedToken.objects.filter(user=user, revoked_at__isnull=True)
+        forget_validators(list(live.values_list("token_hash", flat=True)))
+        revoked = live.update(revoked_at=djtz.now())
+        detail = {"sessions_ended": ended} | ({"feeds_revoked": revoked} if revoked else {})
         audit_record(
             actor=actor,
             action="member.deactivated",
             obj=membership,
             agency=membership.agency,
-            detail={"sessions_ended": ended},
+            detail=detail,
         )
     membership.user.is_active = False
     return membership
@@ -342,18 +352,40 @@ def member_reactivate(*, actor: User, membership: Membership) -> Membership:
     return membership
 
 
-def profile_update(*, actor: User, display_name: str, timezone: str, language: str) -> User:
+def profile_update(
+    *,
+    actor: User,
+    display_name: str,
+    timezone: str,
+    language: str,
+    reminder_minutes: list[int] | None = None,
+) -> User:
+    """Save the profile; ``reminder_minutes=None`` keeps the stored reminders."""
     actor.display_name = display_name.strip()
     actor.timezone = timezone
     actor.language = language
+    detail: dict[str, object] = {"timezone": timezone, "language": language}
+    fields = ["display_name", "timezone", "language"]
+    if reminder_minutes is not None:
+        actor.reminder_minutes = sorted(set(reminder_minutes))
+        detail["reminder_minutes"] = actor.reminder_minutes
+        fields.append("reminder_minutes")
     _full_clean(actor, exclude=["password"])
     with transaction.atomic():
-        actor.save(update_fields=["display_name", "timezone", "language"])
+        actor.save(update_fields=fields)
+        # The calendar feed's name, language and reminders come from here (imported here:
+        # meetings imports us). It then looks at its rows again.
+        from meetings.feeds import forget_validators
+        from meetings.models import FeedToken
+
+        live = FeedToken.objects.filter(user=actor, revoked_at__isnull=True)
+        forget_validators(list(live.values_list("token_hash", flat=True)))
+        live.update(generation=F("generation") + 1)
         audit_record(
             actor=actor,
             action="profile.updated",
             obj=actor,
             agency=getattr(getattr(actor, "membership", None), "agency", None),
-            detail={"timezone": timezone, "language": language},
+            detail=detail,
         )
     return actor

@@ -22,10 +22,12 @@ from agencies.forms import (
     LanguageForm,
     ProfileForm,
     RoleForm,
+    reminder_initial,
 )
 from agencies.models import Membership, User
 from agencies.selectors import agency_members, membership_of
 from agencies.tokens import invitation_token
+from meetings.feeds import personal_feed_section
 from visio_broker.errors import DomainError
 
 View = Callable[..., HttpResponse]
@@ -63,6 +65,7 @@ def profile(request: HttpRequest) -> HttpResponse:
             "display_name": user.display_name,
             "timezone": user.timezone,
             "language": user.language,
+            "reminder_minutes": reminder_initial(user.reminder_minutes),
         },
     )
     if request.method == "POST" and form.is_valid():
@@ -73,9 +76,15 @@ def profile(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, _("Your profile has been saved."))
             return _with_language_cookie(redirect("profile"), user.language)
-    return render(
-        request, "agencies/profile.html", {"form": form}, status=400 if form.errors else 200
+    response = render(
+        request,
+        "agencies/profile.html",
+        {"form": form, "calendar_feed": personal_feed_section(user)},
+        status=400 if form.errors else 200,
     )
+    # The page shows the calendar feed's URL, a capability: no Referer may carry it away.
+    response["Referrer-Policy"] = "no-referrer"
+    return response
 
 
 def _with_language_cookie(response: HttpResponse, language: str) -> HttpResponse:

@@ -1,4 +1,7 @@
-"""Benchmarks for `make bench`: free/busy and find-a-time at 10k and 100k meetings.
+"""Benchmarks for `make bench`: free/busy and find-a-time at 10k and 100k meetings, then the
+benchmarks of FOLLOW_UPS, each in its own process: calendar feeds (bench/feeds.py), join-token
+minting (bench/tokens.py) and the join endpoint under gunicorn (bench/join.py); --no-feeds,
+--no-tokens, --no-join skip them.
 
 Uses its own PostgreSQL database (BENCH_DATABASE_URL, default visio_bench on the local server),
 created if missing, migrated, emptied and loaded with synthetic data (bench/synthetic.py). Each
@@ -29,6 +32,12 @@ from zoneinfo import ZoneInfo
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/visio_bench"
 TARGETS_MS = {"freebusy": 50.0, "find_a_time": 150.0}  # p50 at 100k meetings (issue 3)
+# Run after the free/busy measures, each in its own process: script, what it measures.
+FOLLOW_UPS = {
+    "feeds": ("bench/feeds.py", "calendar feeds, issue 6"),
+    "tokens": ("bench/tokens.py", "join-token minting in process, issue 4"),
+    "join": ("bench/join.py", "join endpoint under gunicorn, issue 4"),
+}
 FREEBUSY_PEOPLE = 50
 REQUIRED, OPTIONAL = 5, 3
 PARIS = ZoneInfo("Europe/Paris")
@@ -230,6 +239,13 @@ def main() -> int:
     parser.add_argument("--sizes", default="10000,100000", help="meeting counts, ascending")
     parser.add_argument("--samples", type=int, default=100, help="timed calls per measure")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    for name, (script, what) in FOLLOW_UPS.items():
+        parser.add_argument(
+            f"--{name}",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help=f"then run {script} ({what}) in its own process",
+        )
     args = parser.parse_args()
     sizes = sorted(int(size) for size in args.sizes.split(","))
 
@@ -291,7 +307,20 @@ def main() -> int:
     }
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"bench: results written to {out.relative_to(ROOT)}")
-    return 1 if args.strict and missed else 0
+    failed = []
+    for name, (script, _what) in FOLLOW_UPS.items():
+        if not getattr(args, name):
+            continue
+        print(flush=True)
+        strict = ["--strict"] if args.strict else []
+        follow_up = subprocess.run(  # noqa: S603 - our own interpreter and script
+            [sys.executable, str(ROOT / script), *strict], check=False
+        )
+        if follow_up.returncode != 0:
+            failed.append(name)
+    if failed:
+        print(f"bench: failed or missed: {', '.join(failed)}")
+    return 1 if (args.strict and missed) or failed else 0
 
 
 if __name__ == "__main__":

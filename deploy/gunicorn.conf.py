@@ -23,6 +23,8 @@ max_requests_jitter = 200
 
 accesslog = "-"
 errorlog = "-"
+# Calendar feed URLs carry a capability token: the access and error logs show it redacted.
+logger_class = "visio_broker.gunicorn_logging.RedactingLogger"
 
 # Only the reverse proxy may tell gunicorn the original scheme and client address.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1"

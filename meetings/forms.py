@@ -478,6 +478,7 @@ class MeetingForm(TimingFields, RecurrenceFields, AttendeeFields):
         "co_organizers",
         "access_level",
         "lobby_enabled",
+        "listed_publicly",
     ]
 
     title = forms.CharField(label=_("Title"), max_length=200)
@@ -496,6 +497,15 @@ class MeetingForm(TimingFields, RecurrenceFields, AttendeeFields):
         required=False,
         initial=True,
         help_text=_("People who join through the link wait until an organizer lets them in."),
+    )
+    listed_publicly = forms.BooleanField(
+        label=_("List in the agency's public calendar"),
+        required=False,
+        initial=False,
+        help_text=_(
+            "When the agency publishes a public calendar, it shows this meeting's title and "
+            "time (nothing else)."
+        ),
     )
 
     def clean(self) -> dict[str, Any]:
@@ -519,6 +529,7 @@ class MeetingForm(TimingFields, RecurrenceFields, AttendeeFields):
             "co_organizers": data["co_organizers"],
             "access_level": data["access_level"] or AccessLevel.INVITE,
             "lobby_enabled": data["lobby_enabled"],
+            "listed_publicly": data["listed_publicly"],
         }
 
     def add_domain_error(self, exc: DomainError) -> None:
@@ -612,6 +623,25 @@ class PeopleSearchForm(forms.Form):
     q = forms.CharField(max_length=100, required=False)
 
 
+class FeedOptionsForm(forms.Form):
+    include_declined = forms.BooleanField(
+        label=_("Include meetings I declined"),
+        required=False,
+        help_text=_("They show in your calendar app with your answer."),
+    )
+
+
+class AgencyCalendarForm(forms.Form):
+    enabled = forms.BooleanField(
+        label=_("Publish the agency's public calendar"),
+        required=False,
+        help_text=_(
+            "Anyone with its address sees the title and time of the meetings whose organizers "
+            "listed them in it; nothing else."
+        ),
+    )
+
+
 # --- Initial values ------------------------------------------------------------------------------
 
 
@@ -655,6 +685,7 @@ def initial_from_meeting(meeting: Meeting, occurrence: Occurrence | None = None)
         "all_day": meeting.all_day,
         "access_level": meeting.access_level,
         "lobby_enabled": meeting.lobby_enabled,
+        "listed_publicly": meeting.listed_publicly,
     }
     if not meeting.all_day:
         initial["start_time"] = start.time()

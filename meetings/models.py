@@ -61,6 +61,10 @@ class Meeting(models.Model):
         _("who may join"), max_length=16, choices=AccessLevel.choices, default=AccessLevel.INVITE
     )
     lobby_enabled = models.BooleanField(_("lobby"), default=True)
+    # Shown (title and time only) in the host agency's public calendar feed, when it has one.
+    listed_publicly = models.BooleanField(
+        _("listed in the agency's public calendar"), default=False
+    )
     status = models.CharField(
         max_length=16, choices=MeetingStatus.choices, default=MeetingStatus.SCHEDULED
     )
@@ -227,3 +231,74 @@ class Attendee(models.Model):
     @property
     def is_internal(self) -> bool:
         return self.user_id is not None
+
+
+class FeedKind(models.TextChoices):
+    PERSONAL = "personal", _("Personal calendar")
+    AGENCY = "agency", _("Agency public calendar")
+
+
+class FeedToken(models.Model):
+    """The capability behind a calendar subscription URL; the URL itself is never stored.
+
+    The token is an HMAC of ``pk:nonce`` under ``settings.FEED_TOKEN_KEY``: the profile can show
+    the URL again, while the database alone (nonce and SHA-256 of the token) reveals no URL.
+    """
+
+    kind = models.CharField(max_length=16, choices=FeedKind.choices)
+    user = models.ForeignKey(
+        User, on_delete=models.CASCADE, null=True, blank=True, related_name="feed_tokens"
+    )
+    agency = models.ForeignKey(
+        Agency, on_delete=models.CASCADE, null=True, blank=True, related_name="feed_tokens"
+    )
+    nonce = models.CharField(max_length=64)
+    token_hash = models.CharField(max_length=64, unique=True)
+    include_declined = models.BooleanField(_("include declined meetings"), default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    rotated_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    # What the feed served last: ETag (of the identity bytes), the Last-Modified that only moves
+    # forward when the ETag changes, and a fingerprint of the rows behind those bytes (lets a
+    # conditional request answer 304 without rendering the feed).
+    etag = models.CharField(max_length=80, blank=True)
+    last_modified = models.DateTimeField(null=True, blank=True)
+    fingerprint = models.CharField(max_length=64, blank=True)
+    # Bumped in the same transaction as every service write to what the feed shows; while it
+    # equals ``checked_generation`` within the time bucket of ``checked_at``, the fingerprint
+    # still holds without being read again (meetings.feeds).
+    generation = models.PositiveBigIntegerField(default=0)
+    checked_generation = models.PositiveBigIntegerField(null=True, blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("calendar feed")
+        verbose_name_plural = _("calendar feeds")
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    Q(kind="personal", user__isnull=False, agency__isnull=True)
+                    | Q(kind="agency", agency__isnull=False, user__isnull=True)
+                ),
+                name="feed_token_owner_matches_kind",
+            ),
+            # One live URL per person and per agency; revoked ones stay as history.
+            models.UniqueConstraint(
+                fields=["user"],
+                condition=Q(revoked_at__isnull=True, user__isnull=False),
+                name="feed_token_one_live_per_user",
+            ),
+            models.UniqueConstraint(
+                fields=["agency"],
+                condition=Q(revoked_at__isnull=True, agency__isnull=False),
+                name="feed_token_one_live_per_agency",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk}"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None

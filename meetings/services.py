@@ -14,17 +14,21 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
+from django.db.models import F, Q
 from django.db.models.functions import Lower
 from django.utils import timezone as djtz
 from django.utils.translation import gettext as _
 
-from agencies.models import User
+from agencies.models import Agency, Role, User
 from agencies.reference import timezones
+from meetings import feeds
 from meetings.models import (
     SIGNIFICANT_FIELDS,
     AccessLevel,
     Attendee,
     AttendeeRole,
+    FeedKind,
+    FeedToken,
     Meeting,
     MeetingStatus,
     OccurrenceException,
@@ -32,9 +36,12 @@ from meetings.models import (
 )
 from meetings.recurrence import Recurrence, expand, last_occurrence_start
 from meetings.selectors import occurrence_at
+from rooms.services import room_release_for_meeting, room_rereserve, room_reserve, room_windows_sync
 from visio_broker.audit import audit_record
 from visio_broker.errors import Forbidden, InvalidInput, NotFound
 
+# Changes that move occurrences, so the room is reserved again (rooms allocation).
+ROOM_TIMING_FIELDS = frozenset({"start", "end", "timezone", "all_day", "rrule"})
 # How far in the past a new meeting may start (a form submitted a minute late still books).
 PAST_TOLERANCE = timedelta(minutes=5)
 MAX_DURATION = timedelta(hours=24)
@@ -222,6 +229,7 @@ def meeting_schedule(
     co_organizers: Iterable[User] = (),
     access_level: str = AccessLevel.INVITE,
     lobby_enabled: bool = True,
+    listed_publicly: bool = False,
 ) -> Meeting:
     _require_organizer_role(actor)
     title = title.strip()
@@ -256,6 +264,7 @@ def meeting_schedule(
             organizer=actor,
             access_level=access_level,
             lobby_enabled=lobby_enabled,
+            listed_publicly=listed_publicly,
         )
         meeting.co_organizers.set(co_organizers)
         Attendee.objects.create(
@@ -268,6 +277,10 @@ def meeting_schedule(
             responded_at=djtz.now(),
         )
         _add_attendees(meeting, people)
+        # Inside the transaction: without a room (no_capacity) nothing is booked. Room changes
+        # made by these services are covered by the meeting's own audit row (audit=False).
+        room_reserve(actor=actor, meeting=meeting, audit=False)
+        feeds_changed(meeting)
         audit_record(
             actor=actor,
             action="meeting.scheduled",
@@ -296,6 +309,7 @@ def meeting_update(
     co_organizers: Iterable[User] = _UNSET,
     access_level: str = _UNSET,
     lobby_enabled: bool = _UNSET,
+    listed_publicly: bool = _UNSET,
 ) -> UpdateResult:
     """Change a meeting (the whole series). Significant changes bump ``sequence``."""
     with transaction.atomic():
@@ -314,6 +328,8 @@ def meeting_update(
             proposed["access_level"] = access_level
         if lobby_enabled is not _UNSET:
             proposed["lobby_enabled"] = lobby_enabled
+        if listed_publicly is not _UNSET:
+            proposed["listed_publicly"] = listed_publicly
         timing_given = any(v is not _UNSET for v in (start, end, timezone, all_day, recurrence))
         if timing_given:
             tz = meeting.timezone if timezone is _UNSET else timezone
@@ -374,6 +390,14 @@ def meeting_update(
         if not result.changed:
             return result
         meeting.save()
+        if changed & ROOM_TIMING_FIELDS or len(result.added) != len(result.removed):
+            room_rereserve(
+                actor=actor,
+                meeting=meeting,
+                attendee_delta=len(result.added) - len(result.removed),
+                audit=False,
+            )
+        feeds_changed(meeting, also=[a.user_id for a in result.removed])
         audit_record(
             actor=actor,
             action="meeting.updated",
@@ -418,6 +442,8 @@ def meeting_cancel(*, actor: User, meeting: Meeting) -> Meeting:
         meeting.status = MeetingStatus.CANCELLED
         meeting.sequence += 1
         meeting.save(update_fields=["status", "sequence", "updated_at"])
+        room_release_for_meeting(actor=actor, meeting=meeting, audit=False)
+        feeds_changed(meeting)
         audit_record(
             actor=actor,
             action="meeting.cancelled",
@@ -461,6 +487,8 @@ def occurrence_cancel(
         exc.save()
         meeting.sequence += 1
         meeting.save(update_fields=["sequence", "updated_at"])
+        room_windows_sync(actor=actor, meeting=meeting, audit=False)
+        feeds_changed(meeting)
         audit_record(
             actor=actor,
             action="occurrence.cancelled",
@@ -486,6 +514,9 @@ def occurrence_move(
         exc.save()
         meeting.sequence += 1
         meeting.save(update_fields=["sequence", "updated_at"])
+        # The moved occurrence needs room at its new time (no_capacity rolls the move back).
+        room_windows_sync(actor=actor, meeting=meeting, audit=False)
+        feeds_changed(meeting)
         audit_record(
             actor=actor,
             action="occurrence.moved",
@@ -552,6 +583,7 @@ def series_split(
             organizer=meeting.organizer,
             access_level=meeting.access_level,
             lobby_enabled=meeting.lobby_enabled,
+            listed_publicly=meeting.listed_publicly,
             split_from=meeting,
         )
         continuation.co_organizers.set(meeting.co_organizers.all())
@@ -576,6 +608,16 @@ def series_split(
         meeting.series_end = (last or meeting.start) + duration
         meeting.sequence += 1
         meeting.save(update_fields=["rrule", "series_end", "sequence", "updated_at"])
+        # The old room gives back the occurrences from the split on; the continuation gets its own.
+        old_room = room_windows_sync(actor=actor, meeting=meeting, audit=False)
+        room_reserve(
+            actor=actor,
+            meeting=continuation,
+            expected_participants=old_room.expected_participants if old_room else None,
+            audit=False,
+        )
+        feeds_changed(meeting)
+        feeds_changed(continuation)
         audit_record(
             actor=actor,
             action="series.split",
@@ -610,6 +652,7 @@ def attendee_respond(*, actor: User | str, attendee: Attendee, partstat: str) ->
         attendee.partstat = partstat
         attendee.responded_at = djtz.now()
         attendee.save(update_fields=["partstat", "responded_at", "updated_at"])
+        feeds_changed(attendee.meeting)
         audit_record(
             actor=actor,
             action="attendee.responded",
@@ -618,3 +661,252 @@ def attendee_respond(*, actor: User | str, attendee: Attendee, partstat: str) ->
             detail={"attendee": attendee.email, "partstat": partstat},
         )
     return attendee
+
+
+# --- Calendar feeds -------------------------------------------------------------------------
+
+
+def feeds_changed(meeting: Meeting, *, also: Iterable[int | None] = ()) -> None:
+    """The feeds that may show ``meeting`` must look at their rows again (meetings.feeds).
+
+    Called inside the writing service's transaction, after the write: its participants'
+    personal feeds (``also``: people just removed from it) and its agency's public feed.
+    """
+    people = Attendee.objects.filter(meeting=meeting, user__isnull=False).values("user_id")
+    co_organizers = Meeting.co_organizers.through.objects.filter(meeting=meeting).values("user_id")
+    tokens = FeedToken.objects.filter(
+        Q(user_id__in=people)
+        | Q(user_id__in=co_organizers)
+        | Q(user_id__in=[meeting.organizer_id, *(pk for pk in also if pk is not None)])
+        | Q(agency_id=meeting.host_agency_id),
+        revoked_at__isnull=True,
+    )
+    feeds.forget_validators(list(tokens.values_list("token_hash", flat=True)))
+    tokens.update(generation=F("generation") + 1)
+
+
+# last_used_at is a hint for the profile ("last read by a calendar"), not an access log: one
+# write a minute at most, so a polling client does not turn every read into a write.
+FEED_USE_RESOLUTION = timedelta(minutes=1)
+
+
+def _feed_owner(actor: User, agency: Agency | None) -> dict[str, Any]:
+    if agency is None:
+        return {"kind": FeedKind.PERSONAL, "user": actor}
+    membership = getattr(actor, "membership", None)
+    if membership is None or membership.agency_id != agency.pk or membership.role != Role.ADMIN:
+        raise Forbidden(
+            _("Only the agency's administrators manage its calendar."), code="forbidden"
+        )
+    return {"kind": FeedKind.AGENCY, "agency": agency}
+
+
+def _require_feed_manager(actor: User, feed: FeedToken) -> None:
+    if feed.kind == FeedKind.PERSONAL:
+        if feed.user_id != actor.pk:
+            raise NotFound(_("No such calendar feed."), code="not_found")
+    else:
+        _feed_owner(actor, feed.agency)
+
+
+def _lock_owner(owner: dict[str, Any]) -> None:
+    # Serializes creations for one owner; the partial unique index is the last word.
+    if owner["kind"] == FeedKind.PERSONAL:
+        User.objects.select_for_update().filter(pk=owner["user"].pk).first()
+    else:
+        Agency.objects.select_for_update().filter(pk=owner["agency"].pk).first()
+
+
+def _set_new_token(feed: FeedToken) -> None:
+    feed.nonce = feeds.new_nonce()
+    feed.token_hash = feeds.token_hash(feeds.token_of(feed))
+
+
+def feed_token_create(*, actor: User, agency: Agency | None = None) -> FeedToken:
+    """A subscription URL for the actor's calendar, or for ``agency``'s (its admins only)."""
+    owner = _feed_owner(actor, agency)
+    with transaction.atomic():
+        _lock_owner(owner)
+        live = FeedToken.objects.filter(revoked_at__isnull=True, **owner).first()
+        if live is not None:
+            return live
+        nonce = feeds.new_nonce()
+        # The token needs the primary key: a unique placeholder hash until it exists.
+        feed = FeedToken.objects.create(nonce=nonce, token_hash=f"pending:{nonce[:56]}", **owner)
+        feed.token_hash = feeds.token_hash(feeds.token_of(feed))
+        feed.save(update_fields=["token_hash"])
+        audit_record(
+            actor=actor,
+            action="feed.created",
+            obj=feed,
+            agency=agency or getattr(getattr(actor, "membership", None), "agency", None),
+            detail={"kind": feed.kind},
+        )
+    return feed
+
+
+def feed_token_rotate(*, actor: User, feed: FeedToken) -> FeedToken:
+    """A new URL for the same feed; the old one answers 404 from now on."""
+    _require_feed_manager(actor, feed)
+    with transaction.atomic():
+        feed = FeedToken.objects.select_for_update().get(pk=feed.pk)
+        if feed.is_revoked:
+            raise InvalidInput(_("This calendar feed was revoked."), code="feed_revoked")
+        feeds.forget_validators([feed.token_hash])
+        _set_new_token(feed)
+        feed.rotated_at = djtz.now()
+        feed.save(update_fields=["nonce", "token_hash", "rotated_at"])
+        audit_record(
+            actor=actor,
+            action="feed.rotated",
+            obj=feed,
+            agency=feed.agency or getattr(getattr(actor, "membership", None), "agency", None),
+            detail={"kind": feed.kind},
+        )
+    return feed
+
+
+def feed_token_revoke(*, actor: User | str, feed: FeedToken) -> FeedToken:
+    """The URL stops working for good; a new one can be created afterwards."""
+    if isinstance(actor, User):
+        _require_feed_manager(actor, feed)
+    with transaction.atomic():
+        feed = FeedToken.objects.select_for_update().get(pk=feed.pk)
+        if feed.is_revoked:
+            return feed
+        feeds.forget_validators([feed.token_hash])
+        feed.revoked_at = djtz.now()
+        feed.save(update_fields=["revoked_at"])
+        audit_record(
+            actor=actor,
+            action="feed.revoked",
+            obj=feed,
+            agency=feed.agency,
+            detail={"kind": feed.kind},
+        )
+    return feed
+
+
+def feed_token_update(*, actor: User, feed: FeedToken, include_declined: bool) -> FeedToken:
+    """The feed's options (personal feeds: whether declined meetings show)."""
+    _require_feed_manager(actor, feed)
+    with transaction.atomic():
+        feed = FeedToken.objects.select_for_update().get(pk=feed.pk)
+        if feed.include_declined == include_declined:
+            return feed
+        feed.include_declined = include_declined
+        feeds.forget_validators([feed.token_hash])
+        feed.generation += 1
+        feed.save(update_fields=["include_declined", "generation"])
+        audit_record(
+            actor=actor,
+            action="feed.updated",
+            obj=feed,
+            agency=feed.agency,
+            detail={"include_declined": include_declined},
+        )
+    return feed
+
+
+def feed_token_served(
+    *,
+    feed: FeedToken,
+    etag: str,
+    fingerprint: str,
+    generation: int | None,
+    checked_at: datetime | None,
+) -> datetime:
+    """Record what a feed request found; returns the feed's Last-Modified.
+
+    Last-Modified moves only when the ETag changes, and only forward (at least one second,
+    HTTP dates have no finer grain), so a client's If-Modified-Since never misses a removal.
+    ``generation`` is the token's generation read *before* the fingerprint was taken, so a
+    write committed in between makes the next request look again. No audit row: this is the
+    anonymous calendar client's read, not an action.
+    """
+    now = djtz.now().replace(microsecond=0)
+
+    def same_check(row: FeedToken) -> bool:
+        # A check earlier in the same bucket, at the same generation, is as good as this one.
+        return (
+            row.checked_generation == generation
+            and row.checked_at is not None
+            and checked_at is not None
+            and feeds.bucket_start(row.checked_at) == feeds.bucket_start(checked_at)
+        )
+
+    def changes(row: FeedToken) -> bool:
+        return (
+            row.etag != etag
+            or row.fingerprint != fingerprint
+            or row.last_modified is None
+            or not same_check(row)
+            or row.last_used_at is None
+            or now - row.last_used_at >= FEED_USE_RESOLUTION
+        )
+
+    if not changes(feed):
+        assert feed.last_modified is not None  # noqa: S101 - checked by changes()
+        return feed.last_modified
+    with transaction.atomic():
+        locked = FeedToken.objects.select_for_update().get(pk=feed.pk)
+        changed: list[str] = []
+        if locked.etag != etag or locked.last_modified is None:
+            previous = locked.last_modified
+            locked.last_modified = (
+                now if previous is None else max(previous + timedelta(seconds=1), now)
+            )
+            locked.etag = etag
+            changed += ["etag", "last_modified"]
+        if locked.fingerprint != fingerprint:
+            locked.fingerprint = fingerprint
+            changed.append("fingerprint")
+        if not same_check(locked):
+            locked.checked_generation, locked.checked_at = generation, checked_at
+            changed += ["checked_generation", "checked_at"]
+        if locked.last_used_at is None or now - locked.last_used_at >= FEED_USE_RESOLUTION:
+            locked.last_used_at = now
+            changed.append("last_used_at")
+        if changed:
+            locked.save(update_fields=changed)
+    for name in (
+        "etag",
+        "last_modified",
+        "fingerprint",
+        "checked_generation",
+        "checked_at",
+        "last_used_at",
+    ):
+        setattr(feed, name, getattr(locked, name))
+    assert locked.last_modified is not None  # noqa: S101 - set above when missing
+    return locked.last_modified
+
+
+def agency_calendar_publish(*, actor: User, agency: Agency) -> FeedToken:
+    """Turn the agency's public calendar on; returns its feed (created the first time)."""
+    _feed_owner(actor, agency)
+    with transaction.atomic():
+        locked = Agency.objects.select_for_update().get(pk=agency.pk)
+        if not locked.public_calendar_enabled:
+            locked.public_calendar_enabled = True
+            locked.save(update_fields=["public_calendar_enabled", "updated_at"])
+            audit_record(actor=actor, action="agency.calendar_published", obj=locked, agency=locked)
+        agency.public_calendar_enabled = True
+        return feed_token_create(actor=actor, agency=locked)
+
+
+def agency_calendar_unpublish(*, actor: User, agency: Agency) -> Agency:
+    """Turn the agency's public calendar off; its URL answers 404 until it is on again."""
+    _feed_owner(actor, agency)
+    with transaction.atomic():
+        locked = Agency.objects.select_for_update().get(pk=agency.pk)
+        if not locked.public_calendar_enabled:
+            return locked
+        locked.public_calendar_enabled = False
+        locked.save(update_fields=["public_calendar_enabled", "updated_at"])
+        feeds.forget_validators(
+            list(FeedToken.objects.filter(agency=locked).values_list("token_hash", flat=True))
+        )
+        audit_record(actor=actor, action="agency.calendar_unpublished", obj=locked, agency=locked)
+    agency.public_calendar_enabled = False
+    return locked

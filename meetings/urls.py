@@ -54,4 +54,12 @@ urlpatterns = [
         views.occurrence_move,
         name="occurrence_move",
     ),
+    # Calendar feeds: the token in this path is the only credential; it opens nothing else.
+    path("feeds/<str:token>.ics", views.feed, name="feed"),
+    path("profile/calendar-feed/create/", views.profile_feed_create, name="profile_feed_create"),
+    path("profile/calendar-feed/rotate/", views.profile_feed_rotate, name="profile_feed_rotate"),
+    path("profile/calendar-feed/revoke/", views.profile_feed_revoke, name="profile_feed_revoke"),
+    path("profile/calendar-feed/options/", views.profile_feed_options, name="profile_feed_options"),
+    path("agency/calendar/", views.agency_calendar, name="agency_calendar"),
+    path("agency/calendar/rotate/", views.agency_calendar_rotate, name="agency_calendar_rotate"),
 ]

@@ -17,19 +17,31 @@ from zoneinfo import ZoneInfo
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotFound,
+    HttpResponseNotModified,
+)
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone as djtz
+from django.utils.cache import patch_vary_headers
+from django.utils.http import http_date
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.debug import sensitive_variables
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from agencies.models import User
+from agencies.models import Membership, User
 from agencies.selectors import membership_of
-from meetings import freebusy, selectors, services
+from agencies.views import agency_admin_required
+from meetings import feeds, freebusy, selectors, services
 from meetings.forms import (
+    AgencyCalendarForm,
     AgendaRangeForm,
     AvailabilityForm,
+    FeedOptionsForm,
     FindATimeForm,
     MeetingForm,
     OccurrenceMoveForm,
@@ -40,10 +52,11 @@ from meetings.forms import (
     initial_for_new,
     initial_from_meeting,
 )
-from meetings.models import AttendeeRole, Meeting, PartStat
+from meetings.models import AttendeeRole, FeedToken, Meeting, PartStat
 from meetings.recurrence import Recurrence
 from meetings.selectors import Occurrence
 from visio_broker.errors import DomainError
+from visio_broker.redaction import redact_request
 
 View = Callable[..., HttpResponse]
 
@@ -728,3 +741,215 @@ def _render_panel(
 ) -> HttpResponse:
     errors = [str(error) for errors in form.errors.values() for error in errors]
     return render(request, template, {"form": form, "errors": errors, **context}, status=status)
+
+
+# --- Calendar feeds ------------------------------------------------------------------------------
+
+
+def _feed_not_found() -> HttpResponse:
+    # Plain and small: a calendar client shows nothing of it, and it names no token.
+    return HttpResponseNotFound(
+        _("No calendar feed at this address."), content_type="text/plain; charset=utf-8"
+    )
+
+
+def _feed_headers(response: HttpResponse, etag: str, last_modified: dt.datetime) -> HttpResponse:
+    response["ETag"] = etag
+    response["Last-Modified"] = http_date(last_modified.timestamp())
+    response["Cache-Control"] = feeds.CACHE_CONTROL
+    patch_vary_headers(response, ["Accept-Encoding"])
+    return response
+
+
+@sensitive_variables("token")
+@require_http_methods(["GET", "HEAD"])
+def feed(request: HttpRequest, token: str) -> HttpResponse:
+    """A calendar subscription: /feeds/<token>.ics, the token being the only credential."""
+    redact_request(request)
+    now = djtz.now()
+    retry_after = feeds.rate_limit_retry_after(request, now=now)
+    if retry_after is not None:
+        response = HttpResponse(
+            _("Too many requests; try again later."),
+            status=429,
+            content_type="text/plain; charset=utf-8",
+        )
+        response["Retry-After"] = str(retry_after)
+        return response
+    wants_gzip = feeds.accepts_gzip(request)
+    conditional = "If-None-Match" in request.headers or "If-Modified-Since" in request.headers
+    if conditional:
+        cached = feeds.cached_validators(token, now=now)
+        if cached is not None and feeds.not_modified(request, cached.etag, cached.last_modified):
+            etag = feeds.gzip_etag(cached.etag) if wants_gzip else cached.etag
+            return _feed_headers(HttpResponseNotModified(), etag, cached.last_modified)
+    found = feeds.feed_token_lookup(token)
+    if found is None:
+        return _feed_not_found()
+    # Read before the rows: a write committed after this leaves the cached validators stale.
+    cache_generation = feeds.cache_generation(found)
+    plan: feeds.FeedPlan | None = None
+    if conditional and feeds.validators_still_hold(found, now=now):
+        # No write to the feed's rows since its fingerprint was taken: nothing to read.
+        fingerprint, generation, checked_at = (
+            found.fingerprint,
+            found.checked_generation,
+            found.checked_at,
+        )
+    else:
+        # The generation is read (with the token) before the rows the fingerprint sums up.
+        plan = feeds.feed_plan(found, now=now)
+        fingerprint, generation, checked_at = feeds.feed_fingerprint(plan), found.generation, now
+    if conditional and fingerprint == found.fingerprint and found.etag:
+        last_modified = services.feed_token_served(
+            feed=found,
+            etag=found.etag,
+            fingerprint=fingerprint,
+            generation=generation,
+            checked_at=checked_at,
+        )
+        feeds.remember_validators(found, generation=cache_generation, now=now)
+        if feeds.not_modified(request, found.etag, last_modified):
+            etag = feeds.gzip_etag(found.etag) if wants_gzip else found.etag
+            return _feed_headers(HttpResponseNotModified(), etag, last_modified)
+    if plan is None:
+        plan = feeds.feed_plan(found, now=now)
+    body, etag = feeds.feed_body(plan, fingerprint)
+    last_modified = services.feed_token_served(
+        feed=found, etag=etag, fingerprint=fingerprint, generation=generation, checked_at=checked_at
+    )
+    feeds.remember_validators(found, generation=cache_generation, now=now)
+    shown_etag = etag
+    if wants_gzip:
+        body, shown_etag = feeds.gzipped(body, etag), feeds.gzip_etag(etag)
+    if feeds.not_modified(request, etag, last_modified):
+        return _feed_headers(HttpResponseNotModified(), shown_etag, last_modified)
+    response = HttpResponse(
+        b"" if request.method == "HEAD" else body, content_type=feeds.CONTENT_TYPE
+    )
+    response["Content-Length"] = str(len(body))
+    if wants_gzip:
+        response["Content-Encoding"] = "gzip"
+    return _feed_headers(response, shown_etag, last_modified)
+
+
+def _feed_action(request: HttpRequest, action: Callable[[], Any], success: str) -> None:
+    try:
+        action()
+    except DomainError as exc:
+        _raise_for_access(exc)
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, success)
+
+
+def _own_feed(user: User) -> FeedToken:
+    found = feeds.personal_feed_of(user)
+    if found is None:
+        raise Http404
+    return found
+
+
+@login_required
+@require_POST
+def profile_feed_create(request: HttpRequest) -> HttpResponse:
+    user = _user(request)
+    _feed_action(
+        request,
+        lambda: services.feed_token_create(actor=user),
+        _("Your calendar feed is ready: subscribe to its address in your calendar app."),
+    )
+    return redirect(reverse("profile") + "#calendar-feed")
+
+
+@login_required
+@require_POST
+def profile_feed_rotate(request: HttpRequest) -> HttpResponse:
+    user = _user(request)
+    found = _own_feed(user)
+    _feed_action(
+        request,
+        lambda: services.feed_token_rotate(actor=user, feed=found),
+        _("Your calendar feed has a new address; the old one no longer works."),
+    )
+    return redirect(reverse("profile") + "#calendar-feed")
+
+
+@login_required
+@require_POST
+def profile_feed_revoke(request: HttpRequest) -> HttpResponse:
+    user = _user(request)
+    found = _own_feed(user)
+    _feed_action(
+        request,
+        lambda: services.feed_token_revoke(actor=user, feed=found),
+        _("Your calendar feed is turned off; its address no longer works."),
+    )
+    return redirect(reverse("profile") + "#calendar-feed")
+
+
+@login_required
+@require_POST
+def profile_feed_options(request: HttpRequest) -> HttpResponse:
+    user = _user(request)
+    found = _own_feed(user)
+    form = FeedOptionsForm(request.POST)
+    if form.is_valid():
+        _feed_action(
+            request,
+            lambda: services.feed_token_update(
+                actor=user, feed=found, include_declined=form.cleaned_data["include_declined"]
+            ),
+            _("Your calendar feed options are saved."),
+        )
+    return redirect(reverse("profile") + "#calendar-feed")
+
+
+@agency_admin_required
+def agency_calendar(request: HttpRequest, admin: Membership) -> HttpResponse:
+    """The agency's public calendar: on or off, and its subscription URL."""
+    agency = admin.agency
+    if request.method == "POST":
+        form = AgencyCalendarForm(request.POST)
+        if form.is_valid():
+            if form.cleaned_data["enabled"]:
+                _feed_action(
+                    request,
+                    lambda: services.agency_calendar_publish(actor=_user(request), agency=agency),
+                    _("The public calendar is on."),
+                )
+            else:
+                _feed_action(
+                    request,
+                    lambda: services.agency_calendar_unpublish(actor=_user(request), agency=agency),
+                    _("The public calendar is off; its address answers nothing."),
+                )
+            return redirect("agency_calendar")
+    else:
+        form = AgencyCalendarForm(initial={"enabled": agency.public_calendar_enabled})
+    response = render(
+        request,
+        "meetings/agency_calendar.html",
+        {
+            "agency": agency,
+            "form": form,
+            "calendar_feed": feeds.agency_feed_section(agency),
+        },
+        status=400 if form.errors else 200,
+    )
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@require_POST
+@agency_admin_required
+def agency_calendar_rotate(request: HttpRequest, admin: Membership) -> HttpResponse:
+    found = feeds.agency_feed_of(admin.agency)
+    if found is None:
+        raise Http404
+    _feed_action(
+        request,
+        lambda: services.feed_token_rotate(actor=_user(request), feed=found),
+        _("The public calendar has a new address; the old one no longer works."),
+    )
+    return redirect("agency_calendar")

@@ -62,3 +62,46 @@ def signed_in_client(user) -> Client:
     client = Client()
     client.force_login(user)
     return client
+
+
+# Countries agencies of the tests live in; each gets a shared backend (sovereignty: an agency
+# uses backends of its own country unless its policy says otherwise).
+TEST_BACKEND_COUNTRIES = (
+    *("FR", "DE", "NL", "BE", "LU", "AT", "CH", "IT", "ES", "PT", "IE", "DK", "SE", "FI", "PL"),
+    *("GB", "US", "CA"),
+)
+
+
+@pytest.fixture(autouse=True)
+def _test_backends(request) -> None:
+    """Every database test gets one huge shared LiveKit backend per country, so that booking
+    (which reserves a room) works without setting backends up.
+
+    Weight 0: any backend a test creates (default weight 100) is preferred over these. Tests
+    that need an exact set of backends override this fixture with a no-op of the same name.
+    """
+    db_fixtures = {"db", "transactional_db", "live_server", "django_db_reset_sequences"}
+    if request.node.get_closest_marker("django_db") is None and not (
+        db_fixtures & set(request.fixturenames)
+    ):
+        return
+    request.getfixturevalue("db")
+    from rooms.models import BackendKind, MediaBackend
+
+    MediaBackend.objects.bulk_create(
+        [
+            MediaBackend(
+                name=f"test-shared-{country.lower()}",
+                kind=BackendKind.LIVEKIT,
+                # Nothing listens there: a health probe fails at once, without leaving the host.
+                base_url="http://127.0.0.1:9",
+                api_key="test-key",
+                secret_env="TEST_LIVEKIT_SECRET",
+                country=country,
+                agency=None,
+                capacity=100_000,
+                weight=0,
+            )
+            for country in TEST_BACKEND_COUNTRIES
+        ]
+    )

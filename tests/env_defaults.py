@@ -19,3 +19,5 @@ os.environ["CELERY_BROKER_URL"] = os.environ["REDIS_URL"]
 os.environ.setdefault("SITE_URL", "http://testserver")
 os.environ.setdefault("XDG_CONFIG_HOME", str(_ROOT / "var" / "xdg" / "config"))
 os.environ.setdefault("XDG_CACHE_HOME", str(_ROOT / "var" / "xdg" / "cache"))
+# Signing secret of the shared test backends (tests/conftest.py); not a real one.
+os.environ.setdefault("TEST_LIVEKIT_SECRET", "test-livekit-secret-0123456789abcdef")

@@ -45,6 +45,7 @@ def production_env(tmp_path) -> dict[str, str]:
         "VISIO_ENV": "production",
         "VISIO_VAR_DIR": str(tmp_path / "var"),
         "SECRET_KEY": _secret_key(),
+        "FEED_TOKEN_KEY": _secret_key(),
         "DATABASE_URL": os.environ.get(
             "DATABASE_URL", "postgres://postgres@127.0.0.1:5432/visio_broker"
         ),
@@ -78,6 +79,7 @@ def _configuration_error(result: subprocess.CompletedProcess[str]) -> str:
     ("missing", "message"),
     [
         ("SECRET_KEY", "SECRET_KEY is required when VISIO_ENV=production"),
+        ("FEED_TOKEN_KEY", "FEED_TOKEN_KEY is required when VISIO_ENV=production"),
         ("DATABASE_URL", "DATABASE_URL is required when VISIO_ENV=production"),
         ("REDIS_URL", "CELERY_BROKER_URL or REDIS_URL is required when VISIO_ENV=production"),
         ("ALLOWED_HOSTS", "ALLOWED_HOSTS is required when VISIO_ENV=production"),
@@ -95,6 +97,7 @@ def test_production_refuses_to_start_without(production_env, missing, message):
     [
         ("SITE_URL", "http://visio.example.gouv.fr", "SITE_URL must be an https:// URL"),
         ("SECRET_KEY", "too-short", "SECRET_KEY must be at least 50 characters long"),
+        ("FEED_TOKEN_KEY", "too-short", "FEED_TOKEN_KEY must be at least 32 characters long"),
         ("DEBUG", "true", "DEBUG must be off when VISIO_ENV=production"),
         ("ALLOWED_HOSTS", " , ", "ALLOWED_HOSTS is required"),
         ("DATABASE_URL", "db.internal:5432/visio", "DATABASE_URL must be a URL"),

@@ -6,6 +6,8 @@ application/problem+json.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class DomainError(Exception):
     code = "domain_error"
@@ -36,3 +38,24 @@ class Forbidden(DomainError):
 class Conflict(DomainError):
     code = "conflict"
     status = 409
+
+
+class NoCapacity(Conflict):
+    """No allowed media backend has room for the meeting in one of its windows."""
+
+    code = "no_capacity"
+    status = 409
+
+    def __init__(
+        self, message: str, *, window_start: datetime, window_end: datetime, code: str | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.window_start = window_start
+        self.window_end = window_end
+
+
+class BackendUnavailable(DomainError):
+    """The agency may use no media backend at all, or none of them is up."""
+
+    code = "backend_unavailable"
+    status = 503

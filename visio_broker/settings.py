@@ -9,6 +9,7 @@ Two profiles, chosen by VISIO_ENV:
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -51,6 +52,14 @@ SECRET_KEY = _required("SECRET_KEY", env_secret("SECRET_KEY")) or (
 )
 if PRODUCTION and len(SECRET_KEY) < 50:
     raise ImproperlyConfigured("SECRET_KEY must be at least 50 characters long")
+
+# Key of the HMAC that turns a calendar feed's stored nonce into its URL token. Apart from
+# SECRET_KEY so either can be rotated alone; rotating it changes every feed URL.
+FEED_TOKEN_KEY = _required("FEED_TOKEN_KEY", env_secret("FEED_TOKEN_KEY")) or (
+    hashlib.sha256(f"feed-token-key:{SECRET_KEY}".encode()).hexdigest()
+)
+if PRODUCTION and len(FEED_TOKEN_KEY) < 32:
+    raise ImproperlyConfigured("FEED_TOKEN_KEY must be at least 32 characters long")
 
 SITE_URL = env_url("SITE_URL", "http://localhost:8000", schemes=("http", "https")).rstrip("/")
 if PRODUCTION and not SITE_URL.startswith("https://"):
@@ -210,6 +219,59 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 READYZ_BROKER_TIMEOUT = env_int("READYZ_BROKER_TIMEOUT", 2, minimum=1)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
+# --- Rooms: backend health --------------------------------------------------------------------
+
+# Every interval, beat asks each enabled media backend whether it is up (rooms.probe_backends).
+# Off: no probes, every backend keeps its current state (demo backends that are not running).
+ROOMS_HEALTH_ENABLED = env_bool("ROOMS_HEALTH_ENABLED", default=True)
+ROOMS_HEALTH_INTERVAL_SECONDS = env_int("ROOMS_HEALTH_INTERVAL_SECONDS", 30, minimum=5)
+# One failure makes a backend "degraded"; this many in a row make it "down" (rooms move away).
+ROOMS_HEALTH_DOWN_AFTER = env_int("ROOMS_HEALTH_DOWN_AFTER", 3, minimum=1)
+# Successes in a row that bring a degraded or down backend back to "healthy".
+ROOMS_HEALTH_UP_AFTER = env_int("ROOMS_HEALTH_UP_AFTER", 2, minimum=1)
+# Connect and read timeout of one probe, in seconds.
+ROOMS_HEALTH_TIMEOUT_SECONDS = env_int("ROOMS_HEALTH_TIMEOUT_SECONDS", 5, minimum=1)
+# A probe takes at most connect + read timeouts; it must end well before the next round starts.
+if 4 * ROOMS_HEALTH_TIMEOUT_SECONDS > ROOMS_HEALTH_INTERVAL_SECONDS:
+    raise ImproperlyConfigured(
+        "ROOMS_HEALTH_TIMEOUT_SECONDS must be at most a quarter of ROOMS_HEALTH_INTERVAL_SECONDS"
+    )
+
+# --- Rooms: allocation ---------------------------------------------------------------------------
+
+# Recurring meetings hold capacity for their occurrences up to this many days ahead; a periodic
+# task (rooms.reservations_extend_horizon) extends long and endless series as time passes.
+ROOM_RESERVATION_HORIZON_DAYS = env_int("ROOM_RESERVATION_HORIZON_DAYS", 180, minimum=1)
+
+# Periodic tasks; django-celery-beat's DatabaseScheduler copies these entries into its tables at
+# start-up, where operators can pause them in the admin.
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "rooms.probe_backends": {
+        "task": "rooms.probe_backends",
+        "schedule": float(ROOMS_HEALTH_INTERVAL_SECONDS),
+        # A probe round that waited longer than one interval in the queue is stale: skip it.
+        "options": {"expires": ROOMS_HEALTH_INTERVAL_SECONDS},
+    },
+    # Rooms allocation: series get their next occurrences' windows as the horizon moves on.
+    "rooms.reservations_extend_horizon": {
+        "task": "rooms.reservations_extend_horizon",
+        "schedule": 6 * 3600.0,
+        "options": {"expires": 3600},
+    },
+}
+
+# --- Rooms: joining -----------------------------------------------------------------------------
+
+# Lifetime of a join token, in seconds: long enough to load the client, short because a token
+# cannot be revoked once issued.
+JOIN_TOKEN_TTL_SECONDS = env_int("JOIN_TOKEN_TTL_SECONDS", 300, minimum=30)
+if JOIN_TOKEN_TTL_SECONDS > 3600:
+    raise ImproperlyConfigured("JOIN_TOKEN_TTL_SECONDS must be at most 3600 (one hour)")
+# The join page opens this many minutes before an occurrence starts ...
+JOIN_WINDOW_OPENS_MINUTES = env_int("JOIN_WINDOW_OPENS_MINUTES", 15, minimum=0)
+# ... and closes this many minutes after it ends.
+JOIN_GRACE_MINUTES = env_int("JOIN_GRACE_MINUTES", 15, minimum=0)
+
 # --- Email ------------------------------------------------------------------------------------
 
 EMAIL_DELIVERY = env_choice(
@@ -329,11 +391,19 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# --- Calendar feeds ---------------------------------------------------------------------------
+
+# Requests per client address and window on /feeds/ (calendar clients poll every hour or less).
+FEED_RATE_LIMIT = env_int("FEED_RATE_LIMIT", 120, minimum=1)
+FEED_RATE_WINDOW = env_int("FEED_RATE_WINDOW", 600, minimum=1)
+
 # --- Security ---------------------------------------------------------------------------------
 
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# Error reports (mail to ADMINS, debug pages) never show a calendar feed's token.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "visio_broker.redaction.RedactingExceptionReporterFilter"
 if PRODUCTION:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
@@ -349,13 +419,42 @@ if PRODUCTION:
 # --- Logging ----------------------------------------------------------------------------------
 
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
+# Calendar feed URLs are capabilities: the filter rewrites /feeds/<token> in every record that
+# reaches a handler, and on Django's request loggers before any handler (mail_admins included).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"redact_feed_tokens": {"()": "visio_broker.redaction.RedactFeedTokens"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "server": {
+            "()": "django.utils.log.ServerFormatter",
+            "format": "[{server_time}] {message}",
+            "style": "{",
+        },
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact_feed_tokens"],
+        },
+        "server": {
+            "class": "logging.StreamHandler",
+            "formatter": "server",
+            "filters": ["redact_feed_tokens"],
+        },
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "django.request": {"filters": ["redact_feed_tokens"]},
+        # runserver's access log, as Django configures it, with the filter.
+        "django.server": {
+            "handlers": ["server"],
+            "level": "INFO",
+            "propagate": False,
+            "filters": ["redact_feed_tokens"],
+        },
+    },
 }

@@ -12,5 +12,6 @@ urlpatterns = [
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("meetings.urls")),
+    path("", include("rooms.urls")),
     path("", include("agencies.urls")),
 ]

@@ -121,9 +121,10 @@ def test_meeting_page_shows_details_answers_and_a_place_for_join(client_as, seri
         "tentative": 0,
         "declined": 0,
     }
-    # The room broker fills this section; until then there is no Join button.
+    # The room broker's join section: a day before, it says when the room opens, no button yet.
     assert '<section id="join"' in content
-    assert ">Join<" not in content
+    assert 'data-testid="join-opens"' in content
+    assert 'data-testid="join-button"' not in content
     # Attendees answer, they do not organize.
     assert 'name="partstat" value="declined"' in content
     assert reverse("meeting_edit", args=[series.pk]) not in content

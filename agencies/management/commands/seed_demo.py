@@ -1,3 +1,4 @@
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -7,11 +8,24 @@ from django.db import transaction
 
 from agencies.models import Agency, Role, User
 from agencies.services import agency_create, user_create
+from rooms.models import BackendKind, MediaBackend
+from rooms.services import backend_create
 from visio_broker.audit import CLI
 from visio_broker.commands import OperatorCommand
 
 # Well-known demo password: seed_demo refuses to run in production for that reason.
 DEMO_PASSWORD = "visio-demo-2026"  # noqa: S105
+
+# Demo video backends. LiveKit: `livekit-server --dev` on this machine (key devkey, secret
+# "secret"); Jitsi: docker-jitsi-meet's defaults. Their secrets come from these variables, which
+# run_embedded (`make run`) sets to these demo values when they are unset.
+DEMO_BACKEND_SECRETS = {
+    "DEMO_LIVEKIT_SECRET": "secret",
+    "DEMO_JITSI_SECRET": "visio-demo-jitsi-app-secret-not-for-production",
+}
+DEMO_LIVEKIT_URL = "http://localhost:7880"
+DEMO_LIVEKIT_FRONTEND = "https://meet.livekit.io"
+DEMO_JITSI_URL = "https://localhost:8443"
 
 
 @dataclass(frozen=True)
@@ -107,12 +121,65 @@ class Command(OperatorCommand):
                         email_verified=True,
                     )
                     created += 1
+        backends = self._seed_backends()
         self.stdout.write(
             f"Demo data ready ({created} new records). Password for every demo login: "
             f"{DEMO_PASSWORD}"
+        )
+        self.stdout.write(
+            f"Demo video backends: {backends} new (LiveKit and Jitsi per agency, one shared)."
         )
         self.stdout.write("Admins are asked to set up two-factor authentication at first sign-in.")
         for spec in DEMO_AGENCIES:
             self.stdout.write(f"  {spec.name}:")
             for local, role, _name in spec.people:
                 self.stdout.write(f"    {role:<10} {local}@{spec.domain}")
+
+    def _seed_backends(self) -> int:
+        """One LiveKit and one Jitsi backend owned by each demo agency, plus a shared LiveKit."""
+        for name, value in DEMO_BACKEND_SECRETS.items():
+            # Demo only (this command refuses production): the secret must be readable now.
+            os.environ.setdefault(name, value)
+        wanted: list[dict[str, Any]] = [
+            {
+                "name": "shared-livekit",
+                "kind": BackendKind.LIVEKIT,
+                "country": "FR",
+                "agency": None,
+                "capacity": 500,
+                "weight": 10,
+            }
+        ]
+        for spec in DEMO_AGENCIES:
+            agency = Agency.objects.get(slug=spec.slug)
+            for kind, capacity, weight in (
+                (BackendKind.LIVEKIT, 200, 100),
+                (BackendKind.JITSI, 100, 50),
+            ):
+                wanted.append(
+                    {
+                        "name": f"{spec.slug}-{kind.value}",
+                        "kind": kind,
+                        "country": spec.country,
+                        "agency": agency,
+                        "capacity": capacity,
+                        "weight": weight,
+                    }
+                )
+        created = 0
+        with transaction.atomic():
+            for backend in wanted:
+                if MediaBackend.objects.filter(name=backend["name"]).exists():
+                    continue
+                livekit = backend["kind"] == BackendKind.LIVEKIT
+                backend_create(
+                    actor=CLI,
+                    base_url=DEMO_LIVEKIT_URL if livekit else DEMO_JITSI_URL,
+                    frontend_url=DEMO_LIVEKIT_FRONTEND if livekit else "",
+                    api_key="devkey" if livekit else "visio-demo",
+                    secret_env="DEMO_LIVEKIT_SECRET" if livekit else "DEMO_JITSI_SECRET",
+                    jitsi_sub="" if livekit else "meet.jitsi",
+                    **backend,
+                )
+                created += 1
+        return created

@@ -24,6 +24,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
+from agencies.management.commands.seed_demo import DEMO_BACKEND_SECRETS
+
 HOST = "127.0.0.1"
 STOP_TIMEOUT = 15.0
 
@@ -65,6 +67,15 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, self._request_stop)
         env = os.environ.copy()
         env.setdefault("SITE_URL", f"http://localhost:{port}")
+        if not settings.PRODUCTION:
+            # The demo backends' signing secrets (seed_demo), so the web process can mint
+            # join tokens; a value already in the environment wins.
+            for name, value in DEMO_BACKEND_SECRETS.items():
+                env.setdefault(name, value)
+            # The demo backends point at LiveKit/Jitsi servers a laptop does not run: probing
+            # them would mark them down and strand every demo booking. Opt in with
+            # ROOMS_HEALTH_ENABLED=true when real backends are configured.
+            env.setdefault("ROOMS_HEALTH_ENABLED", "false")
         children = [self._start(name, argv, env) for name, argv in _commands(port, run_dir)]
         code = self._supervise(children, port, logins)
         if code:
@@ -141,6 +152,8 @@ def _commands(port: int, run_dir: Path) -> list[tuple[str, list[str]]]:
         "--threads=2",
         "--graceful-timeout=5",
         "--access-logfile=-",
+        # Calendar feed URLs carry a capability token: logged redacted.
+        "--logger-class=visio_broker.gunicorn_logging.RedactingLogger",
         "--no-control-socket",
     ]
     # Mingle and gossip talk to other workers; there are none, and over the filesystem

@@ -1,0 +1,308 @@
+"""Join-ticket endpoint under gunicorn (issue 4): requests/second of an attendee's join (POST
+/meetings/<pk>/join/ with a session cookie → authorization, time window, token → 302 to the
+provider) against /healthz of the same app; target ≥ 0.4× its requests/second.
+
+Same database approach as bench/run.py (BENCH_DATABASE_URL, default visio_bench, created and
+migrated if needed); this benchmark's rows (agency bench-join, its people, backend and meeting)
+are replaced on each run. gunicorn: 2 workers (gthread, 4 threads), loopback, --no-control-socket.
+The load is a bounded loop: each client process sends a fixed number of requests over one
+keep-alive connection and checks every answer (302 to the provider, or 200); rounds of the two
+endpoints alternate and the median round counts. Clients share the machine's cores with the
+server. Prints both numbers and the ratio, writes var/bench/join.json.
+
+    .venv/bin/python bench/join.py [--clients 4] [--requests 500] [--rounds 3] [--strict]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("BENCH_REDIS_URL", "redis://127.0.0.1:6379/3")
+os.environ["REDIS_URL"] = os.environ["BENCH_REDIS_URL"]
+os.environ["CELERY_BROKER_URL"] = os.environ["BENCH_REDIS_URL"]
+KEY_VARIABLE = "VB_BENCH_JOIN_SIGNING_KEY"
+os.environ[KEY_VARIABLE] = "bench-only-join-key-0123456789abcdef0123456789"
+
+from bench.run import DATABASE_URL, ensure_database  # noqa: E402
+
+TARGET = 0.4
+OUT = ROOT / "var" / "bench" / "join.json"
+AGENCY = "bench-join"
+FRONTEND = "https://meet.bench-join.example"
+
+
+# --- Data ---------------------------------------------------------------------------------------
+
+
+def load() -> dict[str, Any]:
+    """An attendee, a meeting of the bench agency starting in five minutes (its room open), and
+    a signed-in session for the attendee; earlier runs' rows replaced."""
+    from django.test import Client
+    from django.utils import timezone
+
+    from agencies.models import Agency, Membership, Role, User
+    from meetings.models import Meeting
+    from meetings.services import AttendeeSpec, meeting_schedule
+    from rooms.models import BackendKind, MediaBackend, RoomReservation
+
+    Meeting.objects.filter(host_agency__slug=AGENCY).delete()
+    User.objects.filter(email__endswith=f"@{AGENCY}.example").delete()
+    MediaBackend.objects.filter(name=f"{AGENCY}-livekit").delete()
+    agency, _ = Agency.objects.get_or_create(
+        slug=AGENCY,
+        defaults={"name": "Bench join", "country": "FR", "default_timezone": "Europe/Paris"},
+    )
+    people = []
+    for local, role in (("organizer", Role.ORGANIZER), ("attendee", Role.MEMBER)):
+        user = User.objects.create_user(email=f"{local}@{AGENCY}.example", password=None)
+        Membership.objects.create(user=user, agency=agency, role=role)
+        people.append(user)
+    organizer, attendee = people
+    backend = MediaBackend.objects.create(
+        name=f"{AGENCY}-livekit",
+        kind=BackendKind.LIVEKIT,
+        base_url="wss://livekit.bench-join.example",
+        frontend_url=FRONTEND,
+        api_key="APIbenchJoin",
+        secret_env=KEY_VARIABLE,
+        country="FR",
+        agency=agency,
+        capacity=1000,
+    )
+    start = (timezone.now() + timedelta(minutes=5)).replace(second=0, microsecond=0)
+    meeting = meeting_schedule(
+        actor=organizer,
+        title="Bench join",
+        start=start,
+        end=start + timedelta(hours=2),
+        timezone="Europe/Paris",
+        attendees=[AttendeeSpec(attendee.email)],
+    )
+    RoomReservation.objects.update_or_create(
+        meeting=meeting,
+        defaults={"agency": agency, "backend": backend, "expected_participants": 2},
+    )
+    client = Client()
+    client.force_login(attendee)
+    return {"meeting": meeting.pk, "session": client.cookies["sessionid"].value}
+
+
+# --- Server and load ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_gunicorn(port: int) -> subprocess.Popen[bytes]:
+    log_dir = ROOT / "var" / "bench"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = os.environ.copy()
+    env.update(
+        DJANGO_SETTINGS_MODULE="visio_broker.settings",
+        DEBUG="false",
+        SITE_URL=f"http://127.0.0.1:{port}",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+    )
+    argv = [
+        *(sys.executable, "-m", "gunicorn", "visio_broker.wsgi:application"),
+        f"--bind=127.0.0.1:{port}",
+        "--workers=2",
+        "--worker-class=gthread",
+        "--threads=4",
+        "--no-control-socket",
+        f"--access-logfile={os.devnull}",
+        f"--error-logfile={log_dir / 'join-gunicorn-error.log'}",
+    ]
+    return subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True)  # noqa: S603
+
+
+def wait_for(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def client_loop(port: int, target: dict[str, Any], count: int) -> tuple[int, int]:
+    """Send ``count`` requests over one keep-alive connection; (answers as expected, others)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    good = bad = 0
+    for _ in range(count):
+        connection.request(target["method"], target["path"], body=b"", headers=target["headers"])
+        response = connection.getresponse()
+        response.read()
+        location = response.getheader("Location") or ""
+        if response.status == target["status"] and location.startswith(target["location"]):
+            good += 1
+        else:
+            bad += 1
+    connection.close()
+    return good, bad
+
+
+def rate(port: int, target: dict[str, Any], clients: int, requests: int) -> dict[str, float]:
+    with ProcessPoolExecutor(max_workers=clients) as pool:
+        # The pool's processes start before the clock does.
+        list(pool.map(time.sleep, [0.01] * clients))
+        began = time.perf_counter()
+        futures = [pool.submit(client_loop, port, target, requests) for _ in range(clients)]
+        answers = [future.result() for future in futures]
+        elapsed = time.perf_counter() - began
+    good = sum(g for g, _ in answers)
+    bad = sum(b for _, b in answers)
+    return {"rps": (good + bad) / elapsed, "requests": good + bad, "unexpected": bad}
+
+
+def measure(data: dict[str, Any], clients: int, requests: int, rounds: int) -> dict[str, Any]:
+    csrf = secrets.token_hex(16)  # an unmasked CSRF secret: 32 characters, cookie and header
+    targets = {
+        "healthz": {
+            "method": "GET",
+            "path": "/healthz",
+            "headers": {},
+            "status": 200,
+            "location": "",
+        },
+        # The same trivial view for a signed-in browser: what every signed-in request pays
+        # before any view runs (session, user, allauth's session tracking, the MFA check).
+        "healthz_signed_in": {
+            "method": "GET",
+            "path": "/healthz",
+            "headers": {"Cookie": f"sessionid={data['session']}"},
+            "status": 200,
+            "location": "",
+        },
+        "join": {
+            "method": "POST",
+            "path": f"/meetings/{data['meeting']}/join/",
+            "headers": {
+                "Cookie": f"sessionid={data['session']}; csrftoken={csrf}",
+                "X-CSRFToken": csrf,
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Content-Length": "0",
+            },
+            "status": 302,
+            "location": f"{FRONTEND}/custom?",
+        },
+    }
+    port = free_port()
+    server = start_gunicorn(port)
+    results: dict[str, Any] = {}
+    try:
+        wait_for(port, server)
+        for target in targets.values():  # both workers warm, and every answer as expected
+            warm = rate(port, target, clients, max(requests // 10, 20))
+            if warm["unexpected"]:
+                raise RuntimeError(f"{target['path']}: {warm['unexpected']} unexpected answers")
+        found: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+        for _ in range(rounds):
+            for name, target in targets.items():
+                found[name].append(rate(port, target, clients, requests))
+    finally:
+        stop(server)
+    for name, runs in found.items():
+        results[name] = {
+            "rps": statistics.median(run["rps"] for run in runs),
+            "rounds": [round(run["rps"], 1) for run in runs],
+            "unexpected": sum(run["unexpected"] for run in runs),
+            "requests": sum(run["requests"] for run in runs),
+        }
+    results["ratio"] = results["join"]["rps"] / results["healthz"]["rps"]
+    results["join_vs_signed_in"] = results["join"]["rps"] / results["healthz_signed_in"]["rps"]
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=4, help="client processes (connections)")
+    parser.add_argument("--requests", type=int, default=500, help="requests per client a round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
+    args = parser.parse_args()
+
+    ensure_database()
+    import django
+
+    django.setup()
+    data = load()
+    results = measure(data, args.clients, args.requests, args.rounds)
+    met = results["ratio"] >= TARGET and not results["join"]["unexpected"]
+
+    print("Join ticket under gunicorn (2 workers), median of alternating rounds")
+    print(f"{'':<44} {'req/s':>8}  rounds")
+    print(f"{'GET /healthz':<44} {results['healthz']['rps']:>8.0f}  {results['healthz']['rounds']}")
+    print(
+        f"{'GET /healthz, signed in (session cookie)':<44} "
+        f"{results['healthz_signed_in']['rps']:>8.0f}  {results['healthz_signed_in']['rounds']}"
+    )
+    print(
+        f"{'POST join → 302 to the provider (attendee)':<44} {results['join']['rps']:>8.0f}  "
+        f"{results['join']['rounds']}"
+    )
+    print(
+        f"join / signed-in healthz: {results['join_vs_signed_in']:.2f}× "
+        "(the join's own cost, over the signed-in floor)"
+    )
+    print(
+        f"ratio join / healthz: {results['ratio']:.2f}× (target ≥ {TARGET}×: "
+        f"{'met' if met else 'MISSED'}); unexpected answers: {results['join']['unexpected']}"
+    )
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        server = cursor.fetchone()[0]
+    report = {
+        "generated_at": datetime.now(UTC).isoformat(),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "postgresql": server,
+        "database": DATABASE_URL.rsplit("/", 1)[-1],
+        "clients": args.clients,
+        "requests_per_client_per_round": args.requests,
+        "target_ratio": TARGET,
+        "results": results,
+    }
+    OUT.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"bench: results written to {OUT.relative_to(ROOT)}")
+    return 1 if args.strict and not met else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

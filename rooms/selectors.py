@@ -1,0 +1,392 @@
+"""Reads of the rooms app."""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, cast
+
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from agencies.models import Agency, Membership, User
+from agencies.selectors import membership_of
+from meetings.models import AccessLevel, Attendee, AttendeeRole, Meeting
+from meetings.selectors import Occurrence, meeting_occurrences, occurrence_at
+from rooms.models import (
+    Attendance,
+    LobbyEntry,
+    LobbyStatus,
+    MediaBackend,
+    ReservedWindow,
+    RoomOccupancy,
+    RoomReservation,
+)
+from rooms.providers.base import JoinRole
+from visio_broker.errors import NotFound
+
+# --- Occupancy and attendance (from provider events) ---------------------------------------------
+
+# The meeting page shows the latest sessions; the CSV export has them all.
+ATTENDANCE_SHOWN = 100
+
+
+@dataclass(frozen=True)
+class Occupancy:
+    """A room right now, as its provider last told us."""
+
+    participants: int = 0
+    active_since: datetime | None = None
+
+    @property
+    def is_active(self) -> bool:
+        return self.active_since is not None
+
+
+@dataclass(frozen=True)
+class MeetingAttendance:
+    """What organizers see of a meeting's room: who is inside now, who came and went."""
+
+    has_room: bool
+    occupancy: Occupancy
+    sessions: list[Attendance]
+    more: bool
+
+
+def reservation_occupancy(*, reservation: RoomReservation) -> Occupancy:
+    row = RoomOccupancy.objects.filter(reservation=reservation).first()
+    if row is None:
+        return Occupancy()
+    return Occupancy(participants=row.participants, active_since=row.active_since)
+
+
+def attendance_of_meeting(*, meeting: Meeting) -> QuerySet[Attendance]:
+    """Every participant session in the meeting's room, oldest first."""
+    return (
+        Attendance.objects.filter(reservation__meeting=meeting)
+        .select_related("user")
+        .order_by(Coalesce("joined_at", "left_at").asc(), "id")
+    )
+
+
+def meeting_attendance(*, meeting: Meeting, limit: int = ATTENDANCE_SHOWN) -> MeetingAttendance:
+    reservation = RoomReservation.objects.filter(meeting=meeting).first()
+    if reservation is None:
+        return MeetingAttendance(has_room=False, occupancy=Occupancy(), sessions=[], more=False)
+    latest = list(
+        Attendance.objects.filter(reservation=reservation)
+        .select_related("user")
+        .order_by(Coalesce("joined_at", "left_at").desc(), "-id")[: limit + 1]
+    )
+    return MeetingAttendance(
+        has_room=True,
+        occupancy=reservation_occupancy(reservation=reservation),
+        sessions=latest[:limit][::-1],
+        more=len(latest) > limit,
+    )
+
+
+# --- Allocation ---------------------------------------------------------------------------------
+
+# A span of time a reservation holds: [start, end), aware datetimes.
+Span = tuple[datetime, datetime]
+# One reserved window as the capacity arithmetic sees it: start, end, participants.
+Load = tuple[datetime, datetime, int]
+
+# Spans per ledger query: each adds one arm to the overlap condition.
+SPANS_PER_QUERY = 100
+
+
+def backends_allowed_for(agency: Agency) -> QuerySet[MediaBackend]:
+    """Backends the agency's sovereignty policy allows, in any state; its own first, by weight.
+
+    Allowed: located in one of ``agency.backend_countries()``, and owned by the agency, or shared
+    when the agency accepts shared backends. Another agency's own backend never is.
+    """
+    owned = Q(agency=agency)
+    if agency.allow_shared_backends:
+        owned |= Q(agency__isnull=True)
+    countries = [code.upper() for code in agency.backend_countries()]
+    return MediaBackend.objects.filter(owned, country__in=countries).order_by(
+        F("agency_id").asc(nulls_last=True), "-weight", "name"
+    )
+
+
+def peak_load(loads: Iterable[Load], start: datetime, end: datetime) -> int:
+    """Most participants present at the same instant within [start, end): a peak, not a sum."""
+    events: list[tuple[datetime, int]] = []
+    for load_start, load_end, participants in loads:
+        clipped_start, clipped_end = max(load_start, start), min(load_end, end)
+        if clipped_start < clipped_end:
+            events.append((clipped_start, participants))
+            events.append((clipped_end, -participants))
+    # At one instant, departures sort before arrivals: back-to-back meetings do not add up.
+    events.sort()
+    current = peak = 0
+    for _moment, delta in events:
+        current += delta
+        peak = max(peak, current)
+    return peak
+
+
+class Ledger:
+    """One backend's reserved windows, for peak-load questions over many spans."""
+
+    def __init__(self, loads: Iterable[Load]) -> None:
+        self._loads = sorted(loads)
+        self._starts = [load[0] for load in self._loads]
+        self._longest = max((e - s for s, e, _n in self._loads), default=timedelta(0))
+
+    def peak(self, start: datetime, end: datetime) -> int:
+        # Only windows starting in [start - longest, end) can overlap the span.
+        first = bisect_left(self._starts, start - self._longest)
+        last = bisect_left(self._starts, end)
+        return peak_load(self._loads[first:last], start, end)
+
+
+def window_loads(
+    *,
+    backend_ids: Sequence[int],
+    spans: Sequence[Span],
+    exclude_reservation: RoomReservation | None = None,
+) -> dict[int, list[Load]]:
+    """Per backend, the active reserved windows overlapping any of ``spans``."""
+    if not backend_ids or not spans:
+        return {pk: [] for pk in backend_ids}
+    # By window id: a window overlapping spans of two chunks is found twice.
+    found: dict[int, dict[int, Load]] = {pk: {} for pk in backend_ids}
+    for offset in range(0, len(spans), SPANS_PER_QUERY):
+        overlap = Q()
+        for start, end in spans[offset : offset + SPANS_PER_QUERY]:
+            overlap |= Q(start__lt=end, end__gt=start)
+        rows = ReservedWindow.objects.filter(
+            overlap, backend_id__in=backend_ids, reservation__released_at__isnull=True
+        )
+        if exclude_reservation is not None:
+            rows = rows.exclude(reservation=exclude_reservation)
+        for pk, backend_id, start, end, participants in rows.values_list(
+            "pk", "backend_id", "start", "end", "participants"
+        ):
+            found[backend_id][pk] = (start, end, participants)
+    return {backend_id: list(rows_by_pk.values()) for backend_id, rows_by_pk in found.items()}
+
+
+def backend_load(backend: MediaBackend, start: datetime, end: datetime) -> int:
+    """Peak of participants the backend's reservations hold at once within [start, end)."""
+    loads = window_loads(backend_ids=[backend.pk], spans=[(start, end)])[backend.pk]
+    return peak_load(loads, start, end)
+
+
+# --- Join and lobby: who may join, when, and who is waiting -------------------------------------
+
+# How far ahead the join page looks for a series' next occurrence, to say when it opens.
+JOIN_LOOKAHEAD = timedelta(days=400)
+# Decisions the moderators' lobby list keeps showing after the waiting entries.
+LOBBY_DECIDED_SHOWN = 5
+
+
+class JoinState(StrEnum):
+    OPEN = "open"
+    NOT_YET = "not_yet"
+    ENDED = "ended"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class JoinWindow:
+    """The occurrence a join is about, and when its room may be entered."""
+
+    occurrence: Occurrence | None  # None: a series with no occurrence left
+    opens_at: datetime | None
+    closes_at: datetime | None
+    now: datetime
+
+    @property
+    def state(self) -> JoinState:
+        if self.occurrence is None or self.opens_at is None or self.closes_at is None:
+            return JoinState.ENDED
+        if self.occurrence.cancelled or self.occurrence.meeting.is_cancelled:
+            return JoinState.CANCELLED
+        if self.now < self.opens_at:
+            return JoinState.NOT_YET
+        if self.now >= self.closes_at:
+            return JoinState.ENDED
+        return JoinState.OPEN
+
+    @property
+    def is_open(self) -> bool:
+        return self.state == JoinState.OPEN
+
+    @property
+    def key(self) -> str:
+        return self.occurrence.key if self.occurrence is not None else ""
+
+
+@dataclass(frozen=True)
+class JoinAccess:
+    """How someone may join: as whom, and whether a moderator must admit them first."""
+
+    role: JoinRole
+    lobby: bool
+
+
+def _windowed(occurrence: Occurrence | None, now: datetime) -> JoinWindow:
+    if occurrence is None:
+        return JoinWindow(None, None, None, now)
+    opens = timedelta(minutes=settings.JOIN_WINDOW_OPENS_MINUTES)
+    grace = timedelta(minutes=settings.JOIN_GRACE_MINUTES)
+    return JoinWindow(occurrence, occurrence.start - opens, occurrence.end + grace, now)
+
+
+def join_window(
+    *, meeting: Meeting, recurrence_id: datetime | None = None, now: datetime | None = None
+) -> JoinWindow:
+    """The join window of one occurrence (by its original start) or, without one, of the
+    occurrence open now, else the next one. Raises NotFound for an occurrence that does not exist.
+    """
+    now = now or timezone.now()
+    if not meeting.rrule:
+        if recurrence_id is not None and recurrence_id != meeting.start:
+            raise NotFound(_("This meeting has no such occurrence."), code="not_found")
+        single = Occurrence(meeting, None, meeting.start, meeting.end, meeting.is_cancelled, False)
+        return _windowed(single, now)
+    if recurrence_id is not None:
+        occurrence = occurrence_at(meeting, recurrence_id)
+        if occurrence is None:
+            raise NotFound(_("This meeting has no such occurrence."), code="not_found")
+        return _windowed(occurrence, now)
+    opens = timedelta(minutes=settings.JOIN_WINDOW_OPENS_MINUTES)
+    grace = timedelta(minutes=settings.JOIN_GRACE_MINUTES)
+    # Overlapping [now - grace, now + opens) is the same as having its join window around now.
+    current = meeting_occurrences(meeting, now - grace, now + opens)
+    live = [occurrence for occurrence in current if not occurrence.cancelled]
+    if live:
+        return _windowed(live[0], now)
+    upcoming = meeting_occurrences(meeting, now, now + JOIN_LOOKAHEAD)
+    following = next((occ for occ in upcoming if not occ.cancelled and occ.start >= now), None)
+    if following is not None:
+        return _windowed(following, now)
+    return _windowed(current[0] if current else None, now)
+
+
+def meeting_for_join(*, pk: int, user: User | AnonymousUser | None) -> Meeting | None:
+    """The meeting with its room and backend and, for a signed-in caller, their ties to it
+    (co-organizer, attendee role, home agency) read in the same query: join_access needs no
+    other. Any meeting: the join page is reachable by people who cannot see the meeting page."""
+    meetings = Meeting.objects.select_related("reservation__backend")
+    if user is not None and user.is_authenticated:
+        meetings = meetings.annotate(
+            viewer_id=Value(user.pk),
+            viewer_co_organizer=Exists(
+                Meeting.co_organizers.through.objects.filter(meeting=OuterRef("pk"), user=user.pk)
+            ),
+            viewer_attendee_role=Subquery(
+                Attendee.objects.filter(meeting=OuterRef("pk"), user=user.pk).values("role")[:1]
+            ),
+            viewer_agency_id=Subquery(
+                Membership.objects.filter(user=user.pk).values("agency_id")[:1]
+            ),
+        )
+    return meetings.filter(pk=pk).first()
+
+
+def join_access(*, meeting: Meeting, user: User | AnonymousUser | None) -> JoinAccess | None:
+    """Who may join, by the meeting's access level; None: not this person.
+
+    Organizers, co-organizers and chairs moderate; other attendees join directly; with the lobby
+    on, uninvited colleagues (agency) and anyone else (link) wait to be admitted. Reads the ties
+    meeting_for_join annotated for this user, else the meeting's (prefetched) relations.
+    """
+    lobby = meeting.lobby_enabled
+    if user is None or not user.is_authenticated:
+        if meeting.access_level == AccessLevel.LINK:
+            return JoinAccess(JoinRole.PARTICIPANT, lobby=lobby)
+        return None
+    signed_in = cast(User, user)
+    ties = cast(Any, meeting)  # meeting_for_join's annotations, when it was read there
+    annotated = getattr(ties, "viewer_id", None) == signed_in.pk
+    if annotated:
+        organizer = meeting.organizer_id == signed_in.pk or ties.viewer_co_organizer
+        attendee_role = ties.viewer_attendee_role
+    else:
+        organizer = meeting.is_organizer(signed_in)
+        attendee = meeting.attendee_for(signed_in)
+        attendee_role = attendee.role if attendee is not None else None
+    if organizer:
+        return JoinAccess(JoinRole.MODERATOR, lobby=False)
+    if attendee_role is not None:
+        role = JoinRole.MODERATOR if attendee_role == AttendeeRole.CHAIR else JoinRole.PARTICIPANT
+        return JoinAccess(role, lobby=False)
+    if meeting.access_level == AccessLevel.LINK:
+        return JoinAccess(JoinRole.PARTICIPANT, lobby=lobby)
+    if meeting.access_level == AccessLevel.AGENCY:
+        if annotated:
+            agency_id = ties.viewer_agency_id
+        else:
+            membership = membership_of(signed_in)
+            agency_id = membership.agency_id if membership is not None else None
+        if agency_id == meeting.host_agency_id:
+            return JoinAccess(JoinRole.PARTICIPANT, lobby=lobby)
+    return None
+
+
+def lobby_secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def lobby_entry_of(
+    *,
+    meeting: Meeting,
+    occurrence_key: str | None = None,
+    user: User | AnonymousUser | None = None,
+    secret: str = "",
+) -> LobbyEntry | None:
+    """The caller's own lobby entry: a signed-in person's, else the guest's (by its secret).
+
+    Without ``occurrence_key``, the latest of the meeting.
+    """
+    entries = LobbyEntry.objects.filter(meeting=meeting)
+    if occurrence_key is not None:
+        entries = entries.filter(occurrence_key=occurrence_key)
+    if user is not None and user.is_authenticated:
+        entries = entries.filter(user_id=user.pk)
+    elif secret:
+        entries = entries.filter(secret_hash=lobby_secret_hash(secret))
+    else:
+        return None
+    return entries.order_by("-created_at", "-id").first()
+
+
+@dataclass(frozen=True)
+class LobbyQueue:
+    waiting: list[LobbyEntry]
+    decided: list[LobbyEntry]
+
+    @property
+    def version(self) -> str:
+        """Changes whenever the list would: the moderators' page re-renders only then."""
+        seen = ",".join(f"{e.pk}:{e.status}" for e in [*self.waiting, *self.decided])
+        return hashlib.sha256(seen.encode()).hexdigest()[:16]
+
+
+def lobby_queue(*, meeting: Meeting, occurrence_key: str) -> LobbyQueue:
+    """Who waits at one occurrence (first come, first listed) and the latest decisions."""
+    entries = LobbyEntry.objects.filter(
+        meeting=meeting, occurrence_key=occurrence_key
+    ).select_related("user", "decided_by")
+    return LobbyQueue(
+        waiting=list(entries.filter(status=LobbyStatus.WAITING).order_by("created_at", "id")),
+        decided=list(
+            entries.exclude(status=LobbyStatus.WAITING).order_by("-decided_at", "-id")[
+                :LOBBY_DECIDED_SHOWN
+            ]
+        ),
+    )
