@@ -10,6 +10,4 @@ def membership(request: HttpRequest) -> dict[str, Any]:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {"current_membership": None}
-    if not hasattr(request, "_membership_cache"):
-        request._membership_cache = membership_of(user)  # type: ignore[attr-defined]
-    return {"current_membership": request._membership_cache}  # type: ignore[attr-defined]
+    return {"current_membership": membership_of(user)}

@@ -4,18 +4,23 @@ from django.db.models import QuerySet
 
 from agencies.models import Agency, Membership, Role, User
 
+_UNSET = object()
+
 
 def membership_of(user: User) -> Membership | None:
+    """The user's home membership, read once per user instance (that is, once per request)."""
     if not user.is_authenticated:
         return None
-    try:
-        return Membership.objects.select_related("agency").get(user=user)
-    except Membership.DoesNotExist:
-        return None
+    cached = getattr(user, "_membership_of", _UNSET)
+    if cached is _UNSET:
+        cached = Membership.objects.select_related("agency").filter(user=user).first()
+        user._membership_of = cached  # type: ignore[attr-defined]
+    return cached  # type: ignore[return-value]
 
 
 def is_agency_admin(user: User) -> bool:
-    return user.is_authenticated and Membership.objects.filter(user=user, role=Role.ADMIN).exists()
+    membership = membership_of(user)
+    return membership is not None and membership.role == Role.ADMIN
 
 
 def agency_members(*, agency: Agency) -> QuerySet[Membership]:

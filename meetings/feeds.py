@@ -19,6 +19,7 @@ import base64
 import gzip
 import hashlib
 import hmac
+import json
 import re
 import secrets
 import threading
@@ -31,7 +32,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.cache import cache as shared_cache
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import translation
@@ -241,7 +242,9 @@ def validators_still_hold(feed: FeedToken, *, now: datetime) -> bool:
 # counter that every service write to the feed (or to the token) increments, in the
 # transaction and again once it commits. An entry is good while its generation is the
 # counter's and the clock is in the bucket it was stored in; a reader reads the counter before
-# the rows, so a write committed meanwhile leaves the entry stale, never wrong.
+# the rows, so a write committed meanwhile leaves the entry stale, never wrong. With Redis, the
+# rate-limit counter and both keys are read in one round trip (``poll``); the embedded mode's
+# file cache goes through Django's cache API.
 
 
 @dataclass(frozen=True)
@@ -250,19 +253,36 @@ class CachedValidators:
     last_modified: datetime
 
 
+def _key(name: str) -> str:
+    return f"{settings.CACHES['default'].get('KEY_PREFIX', '')}:feed:{name}"
+
+
 def _validators_key(digest: str) -> str:
-    return f"feed:ok:{digest}"
+    return _key(f"ok:{digest}")
 
 
 def _generation_key(digest: str) -> str:
-    return f"feed:gen:{digest}"
+    return _key(f"gen:{digest}")
+
+
+@cache
+def _redis() -> Redis | None:
+    """A client of the cache's Redis; None in the embedded mode (file cache)."""
+    return Redis.from_url(settings.REDIS_URL) if settings.REDIS_URL else None
 
 
 def cache_generation(feed: FeedToken) -> int:
-    """The feed's counter, created (at a random value: a flushed cache never repeats one)."""
-    key = _generation_key(feed.token_hash)
-    shared_cache.add(key, secrets.randbits(62), None)
-    value = shared_cache.get(key)
+    """The feed's counter, created at a random value (a flushed cache never repeats one)."""
+    key, start = _generation_key(feed.token_hash), secrets.randbits(62)
+    client = _redis()
+    if client is not None:
+        pipe = client.pipeline(transaction=False)
+        pipe.set(key, start, nx=True)
+        pipe.get(key)
+        value = pipe.execute()[1]
+    else:
+        shared_cache.add(key, start, None)
+        value = shared_cache.get(key)
     return int(value) if value is not None else -1
 
 
@@ -271,10 +291,18 @@ def forget_validators(digests: list[str]) -> None:
     keys = [_generation_key(digest) for digest in digests]
 
     def bump() -> None:
+        client = _redis()
+        if client is not None:
+            # A missing counter starts again at 1: no entry holds a number that small.
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.incr(key)
+            pipe.execute()
+            return
         for key in keys:
             try:
                 shared_cache.incr(key)
-            except ValueError:  # no counter yet: no entry can hold either
+            except ValueError:
                 pass
 
     if keys:
@@ -285,30 +313,32 @@ def forget_validators(digests: list[str]) -> None:
 def remember_validators(feed: FeedToken, *, generation: int, now: datetime) -> None:
     if not (feed.etag and feed.last_modified and feed.last_used_at) or generation < 0:
         return
-    entry = (
-        feed.pk,
-        feed.nonce,
-        feed.etag,
-        feed.last_modified.timestamp(),
-        feed.last_used_at.timestamp(),
-        generation,
-        bucket_start(now).timestamp(),
+    entry = json.dumps(
+        [
+            feed.pk,
+            feed.nonce,
+            feed.etag,
+            feed.last_modified.timestamp(),
+            feed.last_used_at.timestamp(),
+            generation,
+            bucket_start(now).timestamp(),
+        ]
     )
-    shared_cache.set(_validators_key(feed.token_hash), entry, BUCKET_SECONDS)
+    client = _redis()
+    if client is not None:
+        client.set(_validators_key(feed.token_hash), entry, ex=BUCKET_SECONDS)
+    else:
+        shared_cache.set(_validators_key(feed.token_hash), entry, BUCKET_SECONDS)
 
 
-def cached_validators(token: str, *, now: datetime) -> CachedValidators | None:
-    """The stored validators of the feed ``token`` opens, when they still hold; one round trip."""
-    if not TOKEN_PATTERN.fullmatch(token):
-        return None
-    digest = token_hash(token)
-    found = shared_cache.get_many([_validators_key(digest), _generation_key(digest)])
-    entry, generation = found.get(_validators_key(digest)), found.get(_generation_key(digest))
+def _good_validators(
+    token: str, entry: str | bytes | None, generation: str | bytes | int | None, now: datetime
+) -> CachedValidators | None:
     if entry is None or generation is None:
         return None
-    pk, nonce, etag, last_modified, last_used, stored_generation, bucket = entry
+    pk, nonce, etag, last_modified, last_used, stored_generation, bucket = json.loads(entry)
     if (
-        stored_generation != generation
+        stored_generation != int(generation)
         or bucket != bucket_start(now).timestamp()
         # last_used_at is written once a minute: then the database path runs.
         or now.timestamp() - last_used >= 60
@@ -316,6 +346,50 @@ def cached_validators(token: str, *, now: datetime) -> CachedValidators | None:
     ):
         return None
     return CachedValidators(etag, datetime.fromtimestamp(last_modified, tz=UTC))
+
+
+@dataclass(frozen=True)
+class Poll:
+    retry_after: int | None  # set when the address is over its rate limit
+    validators: CachedValidators | None  # set when the cached validators still hold
+
+
+def poll(request: HttpRequest, token: str, *, now: datetime, conditional: bool) -> Poll:
+    """Count the request against its address and, for a conditional request, read the
+    token's cached validators: one round trip to Redis."""
+    window = settings.FEED_RATE_WINDOW
+    started = int(now.timestamp()) // window * window
+    rate_key = _key(f"rate:{client_address(request)}:{started}")
+    digest = token_hash(token) if conditional and TOKEN_PATTERN.fullmatch(token) else None
+    entry: str | bytes | None = None
+    generation: str | bytes | int | None = None
+    client = _redis()
+    if client is not None:
+        pipe = client.pipeline(transaction=False)
+        pipe.incr(rate_key)
+        pipe.expire(rate_key, window + 5, nx=True)
+        if digest is not None:
+            pipe.mget(_validators_key(digest), _generation_key(digest))
+        results = pipe.execute()
+        count = int(results[0])
+        if digest is not None:
+            entry, generation = results[2]
+    else:
+        count = _count_in_cache(rate_key, window)
+        if digest is not None:
+            entry = shared_cache.get(_validators_key(digest))
+            generation = shared_cache.get(_generation_key(digest))
+    if count > settings.FEED_RATE_LIMIT:
+        return Poll(max(1, started + window - int(now.timestamp())), None)
+    return Poll(None, _good_validators(token, entry, generation, now) if digest else None)
+
+
+def _count_in_cache(key: str, window: int) -> int:
+    # incr fails on a missing key; add wins the race to create it, the losers incr again.
+    try:
+        return shared_cache.incr(key)
+    except ValueError:
+        return 1 if shared_cache.add(key, 1, window + 5) else shared_cache.incr(key)
 
 
 @dataclass(frozen=True)
@@ -438,29 +512,43 @@ _MEETING_FIELDS = (
 )
 _ATTENDEE_FIELDS = (
     "meeting_id",
+    "user_id",
     "email",
     "display_name",
     "role",
     "partstat",
     "updated_at",
-    "user__display_name",
 )
 
 
-def feed_meetings_with_event_data(meetings: QuerySet[Meeting]) -> QuerySet[Meeting]:
-    """``meetings`` with what their VEVENTs need, in four queries whatever their number."""
-    return (
+def feed_meetings_with_event_data(meetings: QuerySet[Meeting]) -> list[Meeting]:
+    """``meetings`` with what their VEVENTs need, in three queries whatever their number.
+
+    An attendee's name falls back on their user's: read with the attendee row, since a User
+    object per attendee costs more than rendering the event.
+    """
+    found = list(
         meetings.select_related("organizer")
         .only(*_MEETING_FIELDS)
         .prefetch_related(
             Prefetch("exceptions", queryset=OccurrenceException.objects.order_by("recurrence_id")),
             Prefetch(
                 "attendees",
-                queryset=Attendee.objects.select_related("user").only(*_ATTENDEE_FIELDS),
+                queryset=Attendee.objects.only(*_ATTENDEE_FIELDS).annotate(
+                    user_name=F("user__display_name")
+                ),
             ),
         )
         .order_by("pk")
     )
+    user_field = Attendee._meta.get_field("user")
+    for meeting in found:
+        for attendee in meeting.attendees.all():
+            if not attendee.display_name:
+                attendee.display_name = attendee.user_name or ""  # type: ignore[attr-defined]
+                # Nothing more to learn from the user: never a query per attendee.
+                user_field.set_cached_value(attendee, None)
+    return found
 
 
 def feed_render(plan: FeedPlan) -> bytes:
@@ -586,36 +674,3 @@ def client_address(request: HttpRequest) -> str:
         if len(forwarded) >= proxies:
             return forwarded[-proxies]
     return str(request.META.get("REMOTE_ADDR", ""))
-
-
-@cache
-def _redis() -> Redis | None:
-    """A client of the cache's Redis, for the one-round-trip counter; None without Redis."""
-    return Redis.from_url(settings.REDIS_URL) if settings.REDIS_URL else None
-
-
-def _count_request(key: str, window: int) -> int:
-    client = _redis()
-    if client is not None:
-        # INCR and EXPIRE NX in one round trip: the counter's first hit sets its lifetime.
-        pipe = client.pipeline(transaction=False)
-        pipe.incr(key)
-        pipe.expire(key, window + 5, nx=True)
-        count, _expiry = pipe.execute()
-        return int(count)
-    # Embedded mode (file cache): incr fails on a missing key; add wins the race to create it.
-    try:
-        return shared_cache.incr(key)
-    except ValueError:
-        return 1 if shared_cache.add(key, 1, window + 5) else shared_cache.incr(key)
-
-
-def rate_limit_retry_after(request: HttpRequest, *, now: datetime) -> int | None:
-    """Count this request against its address; seconds to wait when over the limit."""
-    window = settings.FEED_RATE_WINDOW
-    started = int(now.timestamp()) // window * window
-    prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
-    count = _count_request(f"{prefix}:feed:rate:{client_address(request)}:{started}", window)
-    if count <= settings.FEED_RATE_LIMIT:
-        return None
-    return max(1, started + window - int(now.timestamp()))

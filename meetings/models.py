@@ -142,6 +142,8 @@ class Meeting(models.Model):
             "view_details": view,
             "edit": can_change,
             "cancel": can_change,
+            # Who came stays visible to those who ran the meeting, also once it is cancelled.
+            "view_attendance": organizer or host_admin,
             # The organizer's own answer is implied; everyone else invited answers.
             "respond": attendee is not None
             and not self.is_cancelled
@@ -151,7 +153,15 @@ class Meeting(models.Model):
         }
 
 
-ABILITIES = ("view", "view_details", "edit", "cancel", "respond", "join_as_moderator")
+ABILITIES = (
+    "view",
+    "view_details",
+    "edit",
+    "cancel",
+    "view_attendance",
+    "respond",
+    "join_as_moderator",
+)
 
 
 class OccurrenceException(models.Model):

@@ -767,22 +767,21 @@ def feed(request: HttpRequest, token: str) -> HttpResponse:
     """A calendar subscription: /feeds/<token>.ics, the token being the only credential."""
     redact_request(request)
     now = djtz.now()
-    retry_after = feeds.rate_limit_retry_after(request, now=now)
-    if retry_after is not None:
+    wants_gzip = feeds.accepts_gzip(request)
+    conditional = "If-None-Match" in request.headers or "If-Modified-Since" in request.headers
+    polled = feeds.poll(request, token, now=now, conditional=conditional)
+    if polled.retry_after is not None:
         response = HttpResponse(
             _("Too many requests; try again later."),
             status=429,
             content_type="text/plain; charset=utf-8",
         )
-        response["Retry-After"] = str(retry_after)
+        response["Retry-After"] = str(polled.retry_after)
         return response
-    wants_gzip = feeds.accepts_gzip(request)
-    conditional = "If-None-Match" in request.headers or "If-Modified-Since" in request.headers
-    if conditional:
-        cached = feeds.cached_validators(token, now=now)
-        if cached is not None and feeds.not_modified(request, cached.etag, cached.last_modified):
-            etag = feeds.gzip_etag(cached.etag) if wants_gzip else cached.etag
-            return _feed_headers(HttpResponseNotModified(), etag, cached.last_modified)
+    cached = polled.validators
+    if cached is not None and feeds.not_modified(request, cached.etag, cached.last_modified):
+        etag = feeds.gzip_etag(cached.etag) if wants_gzip else cached.etag
+        return _feed_headers(HttpResponseNotModified(), etag, cached.last_modified)
     found = feeds.feed_token_lookup(token)
     if found is None:
         return _feed_not_found()

@@ -93,7 +93,7 @@ def _checked_url(value: str, *, schemes: tuple[str, ...], label: str) -> str:
     except ValidationError:
         raise InvalidInput(
             _("%(label)s: expected a URL starting with %(schemes)s, got %(value)s.")
-            % {"label": label, "schemes": " or ".join(f"{s}://" for s in schemes), "value": value},
+            % {"label": label, "schemes": ", ".join(f"{s}://" for s in schemes), "value": value},
             code="invalid_url",
         ) from None
     parts = urlsplit(value)

@@ -39,12 +39,12 @@ _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _attendance_meeting(request: HttpRequest, pk: int) -> Meeting:
-    """The meeting if the user may see its attendance: 404 unless visible, 403 unless editable."""
+    """The meeting if the user may see its attendance: 404 if invisible, else 403 unless ran it."""
     user = cast(User, request.user)
     meeting = get_object_or_404(
         meeting_selectors.with_details(meeting_selectors.meetings_visible_to(user=user)), pk=pk
     )
-    if not meeting.get_abilities(user)["edit"]:
+    if not meeting.get_abilities(user)["view_attendance"]:
         raise PermissionDenied
     return meeting
 

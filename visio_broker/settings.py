@@ -335,7 +335,8 @@ if not env_bool("ACCOUNT_RATE_LIMITS_ENABLED", default=True):
 ACCOUNT_EMAIL_UNKNOWN_ACCOUNTS = False
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = env_str("MFA_TOTP_ISSUER", "Visio Broker")
-USERSESSIONS_TRACK_ACTIVITY = True
+# Session rows exist (deactivation ends them) but are not rewritten on every request.
+USERSESSIONS_TRACK_ACTIVITY = False
 # Reverse proxies in front of gunicorn, so rate limits count the client's address, not nginx's.
 ALLAUTH_TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 

@@ -21,7 +21,7 @@ START = datetime(2026, 4, 7, 10, tzinfo=PARIS)
 
 NOTHING = dict.fromkeys(ABILITIES, False)
 SEE = {**NOTHING, "view": True, "view_details": True}
-MANAGE = {**SEE, "edit": True, "cancel": True}
+MANAGE = {**SEE, "edit": True, "cancel": True, "view_attendance": True}
 
 EXPECTED = {
     "anonymous": NOTHING,
@@ -99,3 +99,5 @@ def test_cancelled_meeting_abilities_by_role(people, meeting, role):
         EXPECTED[role]["view_details"],
     )
     assert (abilities["edit"], abilities["cancel"], abilities["respond"]) == (False, False, False)
+    assert abilities["view_attendance"] == EXPECTED[role]["view_attendance"]
+    assert abilities["join_as_moderator"] is False

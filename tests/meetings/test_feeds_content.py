@@ -298,3 +298,21 @@ def test_feed_selection_matches_the_agenda_selector(owner, organizer, foreign_or
     feed_rows = feeds.personal_feed_meetings(user=owner, include_declined=True, now=NOW)
     assert set(feed_rows) == set(meetings_of(user=owner))
     assert feed_rows.count() == 4
+
+
+def test_unnamed_attendee_shows_their_users_name_without_a_query_each(owner, organizer, clock):
+    meeting = book(organizer, "Sync", attendees=(owner.email, "nameless@example.org"))
+    clock.shift(timedelta(seconds=1))
+    meeting.attendees.filter(user=owner).update(display_name="", updated_at=NOW)
+    feed = _feed_of(owner)
+    with CaptureQueriesContext(connection) as queries:
+        body = fetch(feed).content
+    (event,) = icalendar.Calendar.from_ical(body).walk("VEVENT")
+    names = {str(a): a.params.get("CN") for a in event["ATTENDEE"]}
+    assert names[f"mailto:{owner.email}"] == "Ana"
+    assert names["mailto:nameless@example.org"] is None
+    # One user row is read: the feed's owner (its name and reminders), none per attendee.
+    user_loads = [
+        q for q in queries.captured_queries if q["sql"].startswith('SELECT "agencies_user"')
+    ]
+    assert len(user_loads) == 1
