@@ -164,7 +164,7 @@ def _member_row(
         return render(
             request,
             "agencies/_member_row.html",
-            {"m": member, "role_form": RoleForm(), "me": admin},
+            {"m": member, "role_form": RoleForm(), "me": admin, "fragment": True},
             status=status,
         )
     return redirect("member_list")
