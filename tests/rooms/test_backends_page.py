@@ -281,7 +281,7 @@ def test_admin_jitsi_backend_gets_the_host_as_default_sub(operator_client):
     [
         ({"secret_env": "VISIO_TEST_UNSET_SECRET"}, "is not set or empty"),
         ({"secret_env": "", "secret_file": ""}, "exactly one secret source"),
-        ({"kind": "jitsi"}, "expected a URL starting with https:// or http://"),
+        ({"kind": "jitsi"}, "expected a URL starting with https://, http://"),
         ({"capacity": "0"}, "Capacity must be at least 1 participant, got 0."),
         ({"jitsi_sub": "meet.jitsi"}, "A Jitsi sub applies to Jitsi backends only."),
     ],
