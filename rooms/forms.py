@@ -17,3 +17,12 @@ class GuestNameForm(forms.Form):
         help_text=_("Shown to the other participants."),
         widget=forms.TextInput(attrs={"autocomplete": "name"}),
     )
+
+
+# --- Ad-hoc rooms --------------------------------------------------------------------------------
+
+
+class AdhocRoomForm(forms.Form):
+    """Open a room now; without a title the service names it "Meet now"."""
+
+    title = forms.CharField(label=_("Title (optional)"), max_length=200, required=False)

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models import Exists, F, Max, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -390,3 +390,52 @@ def lobby_queue(*, meeting: Meeting, occurrence_key: str) -> LobbyQueue:
             ]
         ),
     )
+
+
+# --- Ad-hoc rooms --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdhocRoom:
+    """An ad-hoc "meet now" room as its page shows it."""
+
+    reservation: RoomReservation
+    # The end of its window; None once closed (closing gives the window back).
+    until: datetime | None
+    is_open: bool
+
+
+def adhoc_room_state(*, reservation: RoomReservation, now: datetime | None = None) -> AdhocRoom:
+    """Open while not released and its window has not ended."""
+    until = reservation.windows.aggregate(until=Max("end"))["until"]
+    now = now or timezone.now()
+    is_open = reservation.released_at is None and until is not None and now < until
+    return AdhocRoom(reservation=reservation, until=until, is_open=is_open)
+
+
+def adhoc_room_of(*, room_name: str) -> AdhocRoom | None:
+    """The ad-hoc room called ``room_name``, open or closed; None for unknown and meeting rooms."""
+    reservation = (
+        RoomReservation.objects.filter(room_name=room_name, meeting__isnull=True)
+        .select_related("backend", "created_by", "agency")
+        .first()
+    )
+    return None if reservation is None else adhoc_room_state(reservation=reservation)
+
+
+def adhoc_room_abilities(
+    *, reservation: RoomReservation, user: User | AnonymousUser
+) -> dict[str, bool]:
+    """Anyone signed in who holds the link joins; the creator moderates; the creator and the
+    agency's admins may close it (``room_release`` decides the same)."""
+    if not user.is_authenticated:
+        return {"join": False, "join_as_moderator": False, "close": False}
+    user = cast(User, user)
+    creator = reservation.created_by_id == user.pk
+    membership = membership_of(user)
+    admin = (
+        membership is not None
+        and membership.is_admin
+        and membership.agency_id == reservation.agency_id
+    )
+    return {"join": True, "join_as_moderator": creator, "close": creator or admin}

@@ -51,6 +51,8 @@ from rooms.selectors import (
     JoinWindow,
     Ledger,
     Span,
+    adhoc_room_abilities,
+    adhoc_room_state,
     backends_allowed_for,
     join_access,
     join_window,
@@ -664,7 +666,6 @@ def join_ticket_issue(
         reservation = None
     if reservation is None or reservation.released_at is not None:
         raise Conflict(_("No room is reserved for this meeting."), code="no_room")
-    backend = reservation.backend
     if signed_in is not None:
         identity = f"user-{signed_in.pk}"
         name, email = signed_in.display_name or signed_in.email, signed_in.email
@@ -672,6 +673,16 @@ def join_ticket_issue(
         identity, name, email = lobby_entry.identity, lobby_entry.display_name, ""
     else:  # unreachable: a guest always needs an admitted entry (checked above)
         raise LobbyRequired(_("Ask to join first: a moderator lets you in."))
+    return _ticket_mint(
+        reservation=reservation, identity=identity, name=name, email=email, role=access.role
+    )
+
+
+def _ticket_mint(
+    *, reservation: RoomReservation, identity: str, name: str, email: str, role: JoinRole
+) -> Ticket:
+    """A short-lived token for the reservation's room, signed by its backend's provider."""
+    backend = reservation.backend
     try:
         return provider_for(backend.kind).mint(
             backend=backend,
@@ -679,7 +690,7 @@ def join_ticket_issue(
             identity=identity,
             name=name,
             email=email,
-            role=access.role,
+            role=role,
             ttl=timedelta(seconds=settings.JOIN_TOKEN_TTL_SECONDS),
         )
     except (ImproperlyConfigured, LookupError):
@@ -1435,3 +1446,36 @@ def reservations_extend_horizon() -> HorizonResult:
         if changed:
             result.updated += 1
     return result
+
+
+# --- Ad-hoc rooms: joining -----------------------------------------------------------------------
+#
+# adhoc_room_open and room_release (above, with allocation) open and close them.
+
+
+class RoomClosed(DomainError):
+    """The ad-hoc room was closed or its time is over."""
+
+    code = "room_closed"
+    status = 410
+
+
+def adhoc_join_ticket_issue(*, reservation: RoomReservation, user: User | AnonymousUser) -> Ticket:
+    """Mint a join token for an open ad-hoc room: its creator joins as moderator, anyone else
+    signed in (the link is the invitation) as participant. Returned only: never stored."""
+    if reservation.meeting_id is not None:
+        # A meeting's room has its own rules (access level, lobby): join_ticket_issue.
+        raise InvalidInput(_("This room belongs to a meeting."), code="not_adhoc")
+    abilities = adhoc_room_abilities(reservation=reservation, user=user)
+    if not abilities["join"]:
+        raise Forbidden(_("Sign in to join this room."), code="forbidden")
+    if not adhoc_room_state(reservation=reservation).is_open:
+        raise RoomClosed(_("This room is closed."))
+    member = cast(User, user)
+    return _ticket_mint(
+        reservation=reservation,
+        identity=f"user-{member.pk}",
+        name=member.display_name or member.email,
+        email=member.email,
+        role=JoinRole.MODERATOR if abilities["join_as_moderator"] else JoinRole.PARTICIPANT,
+    )

@@ -38,4 +38,9 @@ urlpatterns = [
         {"decision": "refuse"},
         name="lobby_refuse",
     ),
+    # --- Ad-hoc rooms ("meet now") -----------------------------------------------------------
+    path("rooms/now/", views.adhoc_room_new, name="adhoc_room_new"),
+    path("rooms/now/<slug:room_name>/", views.adhoc_room, name="adhoc_room"),
+    path("rooms/now/<slug:room_name>/join/", views.adhoc_room_join, name="adhoc_room_join"),
+    path("rooms/now/<slug:room_name>/close/", views.adhoc_room_close, name="adhoc_room_close"),
 ]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import wraps
 from typing import Any, cast
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
@@ -22,12 +26,13 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from agencies.models import Membership, User
+from agencies.selectors import membership_of
 from agencies.views import agency_admin_required
 from meetings import selectors as meeting_selectors
 from meetings.models import Meeting
 from meetings.views import signed_in
 from rooms import selectors, services
-from rooms.forms import GuestNameForm
+from rooms.forms import AdhocRoomForm, GuestNameForm
 from rooms.models import LobbyEntry, LobbyStatus
 from rooms.providers import JoinRole, Ticket
 from visio_broker.errors import BackendUnavailable, DomainError, NotFound
@@ -395,3 +400,119 @@ def lobby_decide(request: HttpRequest, pk: int, entry_pk: int, decision: str) ->
     elif decided.status == LobbyStatus.REFUSED:
         messages.success(request, _("%(name)s was turned away.") % {"name": decided.display_name})
     return redirect(f"{reverse('meeting_detail', args=[meeting.pk])}#join")
+
+
+# --- Ad-hoc rooms ("meet now") -------------------------------------------------------------------
+#
+# Organizers open a room for now (the header's "Meet now" button). Its page is the invitation:
+# the room name in the URL is 128 random bits, so holding the link is what lets one in.
+
+AdhocView = Callable[[HttpRequest, str], HttpResponse]
+
+
+def _adhoc_signed_in(view: AdhocView) -> AdhocView:
+    """Anonymous visitors sign in and come back to the room's page (not to a POST-only URL);
+    times render in the user's own zone."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, room_name: str) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return redirect_to_login(reverse("adhoc_room", args=[room_name]))
+        with djtz.override(ZoneInfo(cast(User, request.user).timezone)):
+            return view(request, room_name)
+
+    return wrapper
+
+
+def _adhoc_room(room_name: str) -> selectors.AdhocRoom:
+    room = selectors.adhoc_room_of(room_name=room_name)
+    if room is None:
+        raise Http404
+    return room
+
+
+def _render_adhoc_new(request: HttpRequest, form: AdhocRoomForm, status: int = 200) -> HttpResponse:
+    return render(request, "rooms/adhoc_new.html", {"form": form}, status=status)
+
+
+def _render_adhoc(
+    request: HttpRequest, room: selectors.AdhocRoom, status: int = 200
+) -> HttpResponse:
+    """The room's page while it is open; once closed or over, a 410 saying so."""
+    reservation = room.reservation
+    if not room.is_open:
+        return render(request, "rooms/adhoc_closed.html", {"room": room}, status=410)
+    return render(
+        request,
+        "rooms/adhoc_room.html",
+        {
+            "room": room,
+            "abilities": selectors.adhoc_room_abilities(reservation=reservation, user=request.user),
+            "share_url": settings.SITE_URL + reverse("adhoc_room", args=[reservation.room_name]),
+            "today": djtz.localdate(),
+            "zone": str(djtz.get_current_timezone()),
+        },
+        status=status,
+    )
+
+
+@signed_in
+@require_http_methods(["GET", "POST"])
+def adhoc_room_new(request: HttpRequest) -> HttpResponse:
+    """GET: the form to open a room now. POST (also the header's button): open it, go there."""
+    user = cast(User, request.user)
+    if request.method == "GET":
+        membership = membership_of(user)
+        if membership is None or not membership.can_book:
+            raise PermissionDenied
+        return _render_adhoc_new(request, AdhocRoomForm())
+    form = AdhocRoomForm(request.POST)
+    if not form.is_valid():
+        return _render_adhoc_new(request, form, status=400)
+    try:
+        reservation = services.adhoc_room_open(actor=user, title=form.cleaned_data["title"])
+    except DomainError as exc:  # not_organizer 403, no_capacity 409, backend_unavailable 503
+        messages.error(request, exc.message)
+        return _render_adhoc_new(request, form, status=exc.status)
+    return redirect("adhoc_room", room_name=reservation.room_name)
+
+
+@_adhoc_signed_in
+@require_GET
+def adhoc_room(request: HttpRequest, room_name: str) -> HttpResponse:
+    """The room's page: title, who opened it, until when, its link, Join, and Close for those
+    who may. Shown to anyone signed in who has the link, members of other agencies included:
+    the link is the invitation, as for a meeting open to anyone with its link."""
+    return _render_adhoc(request, _adhoc_room(room_name))
+
+
+@_adhoc_signed_in
+@require_POST
+def adhoc_room_join(request: HttpRequest, room_name: str) -> HttpResponse:
+    """Go to the provider with a fresh token: the creator as moderator, anyone else signed in
+    (own agency or another one: they hold the link) as participant."""
+    room = _adhoc_room(room_name)
+    if not room.is_open:
+        return _render_adhoc(request, room)
+    try:
+        ticket = services.adhoc_join_ticket_issue(reservation=room.reservation, user=request.user)
+        return _to_provider(ticket)
+    except services.RoomClosed:
+        return _render_adhoc(request, replace(room, is_open=False))
+    except DomainError as exc:
+        messages.error(request, exc.message)
+        return _render_adhoc(request, room, status=exc.status)
+
+
+@_adhoc_signed_in
+@require_POST
+def adhoc_room_close(request: HttpRequest, room_name: str) -> HttpResponse:
+    """Close the room (its creator, or an admin of its agency): nobody else can join."""
+    room = _adhoc_room(room_name)
+    try:
+        services.room_release(actor=cast(User, request.user), reservation=room.reservation)
+    except DomainError as exc:
+        messages.error(request, exc.message)
+        return _render_adhoc(request, room, status=exc.status)
+    messages.success(request, _("You closed the room."))
+    return redirect("adhoc_room", room_name=room_name)

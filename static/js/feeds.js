@@ -1,10 +1,10 @@
-/* Copy buttons of the calendar feed addresses. Without JavaScript the buttons stay hidden and
-   the read-only fields can still be selected and copied by hand. */
+/* Copy buttons (calendar feed addresses, ad-hoc room links). Without JavaScript the buttons stay
+   hidden and the read-only fields can still be selected and copied by hand. */
 (function () {
   "use strict";
 
   function announce(from, text) {
-    var region = from.closest(".feed-urls").querySelector("[data-copy-status]");
+    var region = from.closest("[data-copied]").querySelector("[data-copy-status]");
     if (!region) return;
     region.textContent = "";
     window.setTimeout(function () { region.textContent = text; }, 50);
@@ -25,7 +25,7 @@
       var field = document.getElementById(button.getAttribute("data-copy"));
       if (!field) return;
       copy(field).then(
-        function () { announce(button, button.closest(".feed-urls").getAttribute("data-copied")); },
+        function () { announce(button, button.closest("[data-copied]").getAttribute("data-copied")); },
         function () { field.focus(); field.select(); }
       );
     });
