@@ -245,7 +245,20 @@ ROOM_RESERVATION_HORIZON_DAYS = env_int("ROOM_RESERVATION_HORIZON_DAYS", 180, mi
 
 # Periodic tasks; django-celery-beat's DatabaseScheduler copies these entries into its tables at
 # start-up, where operators can pause them in the admin.
+# --- Outbox ----------------------------------------------------------------------------------
+
+# Pending rows older than this are re-queued by the sweeper (their relay never ran).
+OUTBOX_SWEEP_AFTER_SECONDS = env_int("OUTBOX_SWEEP_AFTER_SECONDS", 120, minimum=10)
+OUTBOX_SWEEP_INTERVAL_SECONDS = env_int("OUTBOX_SWEEP_INTERVAL_SECONDS", 60, minimum=5)
+# Longest wait between two delivery attempts; kept short: Redis redelivers long ETAs.
+OUTBOX_RETRY_MAX_SECONDS = env_int("OUTBOX_RETRY_MAX_SECONDS", 300, minimum=10)
+
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "visio_broker.outbox_sweep": {
+        "task": "visio_broker.outbox_sweep",
+        "schedule": float(OUTBOX_SWEEP_INTERVAL_SECONDS),
+        "options": {"expires": OUTBOX_SWEEP_INTERVAL_SECONDS},
+    },
     "rooms.probe_backends": {
         "task": "rooms.probe_backends",
         "schedule": float(ROOMS_HEALTH_INTERVAL_SECONDS),
