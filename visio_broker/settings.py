@@ -252,8 +252,30 @@ OUTBOX_SWEEP_AFTER_SECONDS = env_int("OUTBOX_SWEEP_AFTER_SECONDS", 120, minimum=
 OUTBOX_SWEEP_INTERVAL_SECONDS = env_int("OUTBOX_SWEEP_INTERVAL_SECONDS", 60, minimum=5)
 # Longest wait between two delivery attempts; kept short: Redis redelivers long ETAs.
 OUTBOX_RETRY_MAX_SECONDS = env_int("OUTBOX_RETRY_MAX_SECONDS", 300, minimum=10)
+# Answers to one meeting arriving within this many seconds reach the organizer as one email;
+# it is also the relay's countdown, so it stays short (Redis redelivers long ETAs).
+ORGANIZER_NOTICE_BATCH_SECONDS = env_int("ORGANIZER_NOTICE_BATCH_SECONDS", 60, minimum=1)
+if ORGANIZER_NOTICE_BATCH_SECONDS > 300:
+    raise ImproperlyConfigured("ORGANIZER_NOTICE_BATCH_SECONDS must be at most 300")
+
+# --- Reminders ----------------------------------------------------------------------------------
+
+# The planner materialises reminders of occurrences starting within this many hours; it runs
+# every minute, the sender every 30 seconds (meetings.reminders). At least 25: the one-day
+# reminder must exist before it is due.
+REMINDER_HORIZON_HOURS = env_int("REMINDER_HORIZON_HOURS", 48, minimum=25)
 
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "meetings.reminders_plan": {
+        "task": "meetings.reminders_plan",
+        "schedule": 60.0,
+        "options": {"expires": 60},
+    },
+    "meetings.reminders_send": {
+        "task": "meetings.reminders_send",
+        "schedule": 30.0,
+        "options": {"expires": 30},
+    },
     "visio_broker.outbox_sweep": {
         "task": "visio_broker.outbox_sweep",
         "schedule": float(OUTBOX_SWEEP_INTERVAL_SECONDS),
@@ -353,6 +375,8 @@ USERSESSIONS_TRACK_ACTIVITY = False
 # Reverse proxies in front of gunicorn, so rate limits count the client's address, not nginx's.
 ALLAUTH_TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 
+# Sessions live in the database (deactivation can end them) and are read through the cache.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 60 * 60 * 12, minimum=300)
 SESSION_COOKIE_HTTPONLY = True
 
