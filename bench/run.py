@@ -37,6 +37,7 @@ FOLLOW_UPS = {
     "feeds": ("bench/feeds.py", "calendar feeds, issue 6"),
     "tokens": ("bench/tokens.py", "join-token minting in process, issue 4"),
     "join": ("bench/join.py", "join endpoint under gunicorn, issue 4"),
+    "reminders": ("bench/reminders.py", "10,000 due reminders by two Celery workers, issue 5"),
 }
 FREEBUSY_PEOPLE = 50
 REQUIRED, OPTIONAL = 5, 3

@@ -85,6 +85,13 @@ ENDS_CHOICES = [
     ("until", _("On a date")),
 ]
 DURATIONS = (15, 30, 45, 60, 90, 120, 180, 240, 480)
+MEETING_REMINDER_CHOICES = [
+    ("", _("None")),
+    (5, _("5 minutes before")),
+    (15, _("15 minutes before")),
+    (60, _("1 hour before")),
+    (1440, _("1 day before")),
+]
 RECURRENCE_FIELDS = (
     "repeat",
     "interval",
@@ -112,6 +119,7 @@ FIELD_OF_ERROR = {
     "too_many_attendees": "attendees",
     "invalid_role": "attendees",
     "invalid_access_level": "access_level",
+    "invalid_reminder": "reminder_minutes",
 }
 DATE_INPUT = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
 TIME_INPUT = forms.TimeInput(attrs={"type": "time"}, format="%H:%M")
@@ -479,6 +487,7 @@ class MeetingForm(TimingFields, RecurrenceFields, AttendeeFields):
         "access_level",
         "lobby_enabled",
         "listed_publicly",
+        "reminder_minutes",
     ]
 
     title = forms.CharField(label=_("Title"), max_length=200)
@@ -508,6 +517,23 @@ class MeetingForm(TimingFields, RecurrenceFields, AttendeeFields):
         ),
     )
 
+    notify = forms.BooleanField(
+        label=_("Notify attendees"),
+        required=False,
+        help_text=_(
+            "Changes of time or recurrence always send an update; tick this to send one for "
+            "other changes too (title, description)."
+        ),
+    )
+    reminder_minutes = forms.TypedChoiceField(
+        label=_("Reminder for everyone"),
+        choices=MEETING_REMINDER_CHOICES,
+        coerce=int,
+        empty_value=None,
+        required=False,
+        help_text=_("Sent to every attendee on top of the reminders they chose themselves."),
+    )
+
     def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data
@@ -530,6 +556,7 @@ class MeetingForm(TimingFields, RecurrenceFields, AttendeeFields):
             "access_level": data["access_level"] or AccessLevel.INVITE,
             "lobby_enabled": data["lobby_enabled"],
             "listed_publicly": data["listed_publicly"],
+            "reminder_minutes": data.get("reminder_minutes"),
         }
 
     def add_domain_error(self, exc: DomainError) -> None:
@@ -686,6 +713,7 @@ def initial_from_meeting(meeting: Meeting, occurrence: Occurrence | None = None)
         "access_level": meeting.access_level,
         "lobby_enabled": meeting.lobby_enabled,
         "listed_publicly": meeting.listed_publicly,
+        "reminder_minutes": meeting.reminder_minutes or "",
     }
     if not meeting.all_day:
         initial["start_time"] = start.time()

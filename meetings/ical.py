@@ -360,7 +360,24 @@ def _shared_key(version: tuple[object, ...]) -> str:
     return f"ical:event:{FORMAT_VERSION}:{version[1]}:{digest}"
 
 
-def _render_event(meeting: Meeting, options: EventOptions) -> bytes:
+@dataclass(frozen=True)
+class ItipParts:
+    """What an iTIP message (meetings.invitations) renders differently from a feed."""
+
+    sequence: int
+    stamp: datetime
+    # ORGANIZER;SENT-BY: the system's address, as it sends on the organizer's behalf.
+    sent_by: str
+    # (email, name, ROLE, PARTSTAT) in order; ``None``: the meeting's attendees, each with
+    # the stored answer.
+    attendees: tuple[tuple[str, str, str, str], ...] | None = None
+    # One occurrence only (RECURRENCE-ID); its times are the moved ones when it moved.
+    recurrence_id: datetime | None = None
+    # STATUS value; "" leaves it out (a CANCEL that uninvites some attendees, RFC 5546 §3.2.5).
+    status: str = "CONFIRMED"
+
+
+def _render_event(meeting: Meeting, options: EventOptions, itip: ItipParts | None = None) -> bytes:
     zone = ZoneInfo(meeting.timezone)
     tzid = _param(meeting.timezone)
 
@@ -374,12 +391,16 @@ def _render_event(meeting: Meeting, options: EventOptions) -> bytes:
     stamp = _utc(meeting.updated_at)
     head = [
         f"UID:{escape_text(meeting.uid)}",
-        f"SEQUENCE:{meeting.sequence}",
-        f"DTSTAMP:{stamp}",
+        f"SEQUENCE:{meeting.sequence if itip is None else itip.sequence}",
+        f"DTSTAMP:{stamp if itip is None else _utc(itip.stamp)}",
         f"LAST-MODIFIED:{stamp}",
     ]
-    status = "STATUS:CANCELLED" if cancelled else "STATUS:CONFIRMED"
-    body = [status, f"SUMMARY:{escape_text(meeting.title)}"]
+    if itip is not None:
+        cancelled = itip.status == "CANCELLED"
+        status = f"STATUS:{itip.status}" if itip.status else ""
+    else:
+        status = "STATUS:CANCELLED" if cancelled else "STATUS:CONFIRMED"
+    body = [line for line in (status, f"SUMMARY:{escape_text(meeting.title)}") if line]
     url = join_url(meeting) if options.include_join_link else ""
     if options.full_details:
         text = "\n\n".join(part for part in (url, meeting.description.strip()) if part)
@@ -395,14 +416,18 @@ def _render_event(meeting: Meeting, options: EventOptions) -> bytes:
     if options.full_details:
         organizer = meeting.organizer
         cn = f";CN={_param(organizer.display_name)}" if organizer.display_name else ""
-        body.append(f"ORGANIZER{cn}:mailto:{organizer.email}")
-        for attendee in _attendees(meeting):
-            name = _attendee_name(attendee)
+        sent_by = f';SENT-BY="mailto:{itip.sent_by}"' if itip is not None and itip.sent_by else ""
+        body.append(f"ORGANIZER{cn}{sent_by}:mailto:{organizer.email}")
+        if itip is not None and itip.attendees is not None:
+            people = list(itip.attendees)
+        else:
+            people = [
+                (a.email, _attendee_name(a), _ROLES[a.role], a.partstat.upper())
+                for a in _attendees(meeting)
+            ]
+        for email, name, role, partstat in people:
             cn = f";CN={_param(name)}" if name else ""
-            body.append(
-                f"ATTENDEE{cn};ROLE={_ROLES[attendee.role]};"
-                f"PARTSTAT={attendee.partstat.upper()};RSVP=TRUE:mailto:{attendee.email}"
-            )
+            body.append(f"ATTENDEE{cn};ROLE={role};PARTSTAT={partstat};RSVP=TRUE:mailto:{email}")
     # No reminder for a meeting that will not take place.
     for minutes in () if cancelled else options.alarm_minutes:
         body += [
@@ -415,6 +440,14 @@ def _render_event(meeting: Meeting, options: EventOptions) -> bytes:
     shared_head = b"".join(fold(line) for line in head)
     shared_body = b"".join(fold(line) for line in body)
 
+    if itip is not None and itip.recurrence_id is not None:
+        return (
+            b"BEGIN:VEVENT\r\n"
+            + shared_head
+            + b"".join(fold(line) for line in _occurrence_times(meeting, itip.recurrence_id, when))
+            + shared_body
+            + b"END:VEVENT\r\n"
+        )
     master = [when("DTSTART", meeting.start), when("DTEND", meeting.end)]
     overrides: list[bytes] = []
     if meeting.rrule:
@@ -448,6 +481,27 @@ def _render_event(meeting: Meeting, options: EventOptions) -> bytes:
             *overrides,
         ]
     )
+
+
+def _occurrence_times(
+    meeting: Meeting, recurrence_id: datetime, when: Callable[[str, datetime], str]
+) -> list[str]:
+    """RECURRENCE-ID, DTSTART and DTEND of one occurrence: moved times, or the rule's."""
+    exc = next((e for e in meeting.exceptions.all() if e.recurrence_id == recurrence_id), None)
+    if exc is not None and exc.start is not None and exc.end is not None and not exc.cancelled:
+        start, end = exc.start, exc.end
+    else:
+        # Wall-clock duration (same tzinfo): an all-day occurrence across DST stays whole days.
+        zone = ZoneInfo(meeting.timezone)
+        start = recurrence_id
+        end = recurrence_id.astimezone(zone) + (
+            meeting.end.astimezone(zone) - meeting.start.astimezone(zone)
+        )
+    return [
+        when("RECURRENCE-ID", recurrence_id),
+        when("DTSTART", start),
+        when("DTEND", end),
+    ]
 
 
 def _rrule(meeting: Meeting, zone: ZoneInfo) -> str:
@@ -566,6 +620,31 @@ def calendar(
             *(fold(line) for line in header),
             *(vtimezone_block(tzid) for tzid in tzids),
             *blocks,
+            b"END:VCALENDAR\r\n",
+        ]
+    )
+
+
+def itip_calendar(meeting: Meeting, *, method: str, parts: ItipParts) -> bytes:
+    """One iTIP message's VCALENDAR (RFC 5546): METHOD, the zone, one event; never cached.
+
+    The event is the series (master and overrides) or, with ``parts.recurrence_id``, only
+    that occurrence. Feeds and invitations share this writer, so both read the same way.
+    """
+    method = method.upper()
+    options = EventOptions(alarm_minutes=() if method == "CANCEL" else (15,))
+    header = [
+        "BEGIN:VCALENDAR",
+        f"PRODID:{PRODID}",
+        "VERSION:2.0",
+        "CALSCALE:GREGORIAN",
+        f"METHOD:{method}",
+    ]
+    return b"".join(
+        [
+            *(fold(line) for line in header),
+            b"" if meeting.all_day else vtimezone_block(meeting.timezone),
+            _render_event(meeting, options, parts),
             b"END:VCALENDAR\r\n",
         ]
     )

@@ -69,6 +69,10 @@ class Meeting(models.Model):
         max_length=16, choices=MeetingStatus.choices, default=MeetingStatus.SCHEDULED
     )
     sequence = models.PositiveIntegerField(default=0)
+    # An extra reminder for every attendee, on top of their own (minutes before each start).
+    reminder_minutes = models.PositiveIntegerField(
+        _("reminder for everyone"), null=True, blank=True
+    )
     # Set on the continuation created by "this and all following": the series it came from.
     split_from = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="continuations"
@@ -312,3 +316,59 @@ class FeedToken(models.Model):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+
+class ReminderStatus(models.TextChoices):
+    PLANNED = "planned", _("Planned")
+    SENT = "sent", _("Sent")
+    DROPPED = "dropped", _("Dropped (the meeting had started)")
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+class Reminder(models.Model):
+    """One reminder of one occurrence for one attendee, ``offset_minutes`` before it starts.
+
+    Materialised ahead by the planner for a bounded horizon, claimed once due by the sender
+    (meetings.reminders). ``occurrence_key`` is the occurrence's original start (``Occurrence.key``)
+    and never changes; ``occurrence_start`` and ``due_at`` follow a moved occurrence.
+    """
+
+    meeting = models.ForeignKey(Meeting, on_delete=models.CASCADE, related_name="reminders")
+    occurrence_key = models.CharField(max_length=16)
+    attendee = models.ForeignKey(Attendee, on_delete=models.CASCADE, related_name="reminders")
+    offset_minutes = models.PositiveIntegerField()
+    occurrence_start = models.DateTimeField()
+    due_at = models.DateTimeField()
+    status = models.CharField(
+        max_length=16, choices=ReminderStatus.choices, default=ReminderStatus.PLANNED
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    notification = models.ForeignKey(
+        "visio_broker.Notification",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["meeting", "occurrence_key", "attendee", "offset_minutes"],
+                name="reminder_unique",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=ReminderStatus.values), name="reminder_status_valid"
+            ),
+        ]
+        indexes = [
+            # The sender's scan: planned rows by due time, nothing else.
+            models.Index(fields=["due_at"], condition=Q(status="planned"), name="reminder_due_idx"),
+            models.Index(fields=["meeting", "status"], name="reminder_meeting_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.meeting} @ {self.occurrence_key} → {self.attendee} (-{self.offset_minutes})"

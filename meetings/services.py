@@ -19,9 +19,9 @@ from django.db.models.functions import Lower
 from django.utils import timezone as djtz
 from django.utils.translation import gettext as _
 
-from agencies.models import Agency, Role, User
+from agencies.models import REMINDER_CHOICES_MINUTES, Agency, Role, User
 from agencies.reference import timezones
-from meetings import feeds
+from meetings import feeds, invitations
 from meetings.models import (
     SIGNIFICANT_FIELDS,
     AccessLevel,
@@ -35,6 +35,7 @@ from meetings.models import (
     PartStat,
 )
 from meetings.recurrence import Recurrence, expand, last_occurrence_start
+from meetings.rsvp import organizer_reply_notice_enqueue
 from meetings.selectors import occurrence_at
 from rooms.services import room_release_for_meeting, room_rereserve, room_reserve, room_windows_sync
 from visio_broker.audit import audit_record
@@ -85,6 +86,11 @@ def _require_can_edit(actor: User, meeting: Meeting) -> None:
 def _check_timezone(name: str) -> None:
     if name not in timezones():
         raise InvalidInput(_("%(tz)s is not a time zone.") % {"tz": name}, code="invalid_timezone")
+
+
+def _check_reminder(minutes: int | None) -> None:
+    if minutes is not None and minutes not in REMINDER_CHOICES_MINUTES:
+        raise InvalidInput(_("Choose a reminder from the offered ones."), code="invalid_reminder")
 
 
 def _normalize_times(
@@ -230,6 +236,7 @@ def meeting_schedule(
     access_level: str = AccessLevel.INVITE,
     lobby_enabled: bool = True,
     listed_publicly: bool = False,
+    reminder_minutes: int | None = None,
 ) -> Meeting:
     _require_organizer_role(actor)
     title = title.strip()
@@ -238,6 +245,7 @@ def meeting_schedule(
     if access_level not in AccessLevel.values:
         raise InvalidInput(_("Unknown access level."), code="invalid_access_level")
     _check_timezone(timezone)
+    _check_reminder(reminder_minutes)
     start, end = _normalize_times(start, end, timezone, all_day)
     _refuse_past(start, end, all_day)
     start, end, rrule, series_end = _series_bounds(start, end, timezone, recurrence)
@@ -265,6 +273,7 @@ def meeting_schedule(
             access_level=access_level,
             lobby_enabled=lobby_enabled,
             listed_publicly=listed_publicly,
+            reminder_minutes=reminder_minutes,
         )
         meeting.co_organizers.set(co_organizers)
         Attendee.objects.create(
@@ -280,6 +289,7 @@ def meeting_schedule(
         # Inside the transaction: without a room (no_capacity) nothing is booked. Room changes
         # made by these services are covered by the meeting's own audit row (audit=False).
         room_reserve(actor=actor, meeting=meeting, audit=False)
+        invitations.invitations_scheduled(meeting)
         feeds_changed(meeting)
         audit_record(
             actor=actor,
@@ -310,8 +320,13 @@ def meeting_update(
     access_level: str = _UNSET,
     lobby_enabled: bool = _UNSET,
     listed_publicly: bool = _UNSET,
+    reminder_minutes: int | None = _UNSET,
+    notify: bool = False,
 ) -> UpdateResult:
-    """Change a meeting (the whole series). Significant changes bump ``sequence``."""
+    """Change a meeting (the whole series). Significant changes bump ``sequence``.
+
+    Attendees are sent an update for significant changes; ``notify`` sends one for cosmetic
+    changes too (same sequence)."""
     with transaction.atomic():
         meeting = Meeting.objects.select_for_update().get(pk=meeting.pk)
         _require_can_edit(actor, meeting)
@@ -330,6 +345,9 @@ def meeting_update(
             proposed["lobby_enabled"] = lobby_enabled
         if listed_publicly is not _UNSET:
             proposed["listed_publicly"] = listed_publicly
+        if reminder_minutes is not _UNSET:
+            _check_reminder(reminder_minutes)
+            proposed["reminder_minutes"] = reminder_minutes
         timing_given = any(v is not _UNSET for v in (start, end, timezone, all_day, recurrence))
         if timing_given:
             tz = meeting.timezone if timezone is _UNSET else timezone
@@ -397,6 +415,13 @@ def meeting_update(
                 attendee_delta=len(result.added) - len(result.removed),
                 audit=False,
             )
+        invitations.invitations_updated(
+            meeting,
+            significant=result.significant,
+            added=result.added,
+            removed=result.removed,
+            notify=notify,
+        )
         feeds_changed(meeting, also=[a.user_id for a in result.removed])
         audit_record(
             actor=actor,
@@ -443,6 +468,7 @@ def meeting_cancel(*, actor: User, meeting: Meeting) -> Meeting:
         meeting.sequence += 1
         meeting.save(update_fields=["status", "sequence", "updated_at"])
         room_release_for_meeting(actor=actor, meeting=meeting, audit=False)
+        invitations.invitations_cancelled(meeting)
         feeds_changed(meeting)
         audit_record(
             actor=actor,
@@ -488,6 +514,7 @@ def occurrence_cancel(
         meeting.sequence += 1
         meeting.save(update_fields=["sequence", "updated_at"])
         room_windows_sync(actor=actor, meeting=meeting, audit=False)
+        invitations.invitations_occurrence_cancelled(meeting, recurrence_id)
         feeds_changed(meeting)
         audit_record(
             actor=actor,
@@ -516,6 +543,7 @@ def occurrence_move(
         meeting.save(update_fields=["sequence", "updated_at"])
         # The moved occurrence needs room at its new time (no_capacity rolls the move back).
         room_windows_sync(actor=actor, meeting=meeting, audit=False)
+        invitations.invitations_occurrence_moved(meeting, recurrence_id)
         feeds_changed(meeting)
         audit_record(
             actor=actor,
@@ -618,6 +646,9 @@ def series_split(
         )
         feeds_changed(meeting)
         feeds_changed(continuation)
+        # Before ``changes`` apply: if they bump the continuation's sequence, these rows are
+        # superseded at send time (meetings.invitations).
+        invitations.invitations_split(meeting, continuation)
         audit_record(
             actor=actor,
             action="series.split",
@@ -652,6 +683,7 @@ def attendee_respond(*, actor: User | str, attendee: Attendee, partstat: str) ->
         attendee.partstat = partstat
         attendee.responded_at = djtz.now()
         attendee.save(update_fields=["partstat", "responded_at", "updated_at"])
+        organizer_reply_notice_enqueue(attendee)
         feeds_changed(attendee.meeting)
         audit_record(
             actor=actor,

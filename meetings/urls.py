@@ -62,4 +62,6 @@ urlpatterns = [
     path("profile/calendar-feed/options/", views.profile_feed_options, name="profile_feed_options"),
     path("agency/calendar/", views.agency_calendar, name="agency_calendar"),
     path("agency/calendar/rotate/", views.agency_calendar_rotate, name="agency_calendar_rotate"),
+    # RSVP links of invitations: the signed token is the only credential, for one answer.
+    path("rsvp/<str:token>/", views.rsvp_answer, name="rsvp"),
 ]

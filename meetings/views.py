@@ -14,6 +14,7 @@ from functools import wraps
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -27,16 +28,18 @@ from django.http import (
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone as djtz
+from django.utils import translation
 from django.utils.cache import patch_vary_headers
 from django.utils.http import http_date
 from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from agencies.models import Membership, User
 from agencies.selectors import membership_of
 from agencies.views import agency_admin_required
-from meetings import feeds, freebusy, selectors, services
+from meetings import feeds, freebusy, invitations, rsvp, selectors, services
 from meetings.forms import (
     AgencyCalendarForm,
     AgendaRangeForm,
@@ -317,6 +320,7 @@ def _render_meeting(
         now = djtz.now()
         upcoming = selectors.meeting_occurrences(meeting, now, now + UPCOMING_HORIZON)
     me = meeting.attendee_for(user)
+    abilities = meeting.get_abilities(user)
     return render(
         request,
         "meetings/meeting_detail.html",
@@ -326,7 +330,10 @@ def _render_meeting(
             "start": occurrence.start if occurrence else meeting.start,
             "end": occurrence.end if occurrence else meeting.end,
             "cancelled": meeting.is_cancelled or bool(occurrence and occurrence.cancelled),
-            "abilities": meeting.get_abilities(user),
+            "abilities": abilities,
+            "failed_deliveries": (
+                invitations.failed_deliveries(meeting) if abilities["view_attendance"] else []
+            ),
             "attendees": attendees,
             "answer_counts": [(value, label, counts[value]) for value, label in PartStat.choices],
             "me": me,
@@ -507,7 +514,12 @@ def meeting_edit(request: HttpRequest, pk: int) -> HttpResponse:
         return _render_form(request, form, mode="edit", meeting=meeting)
     if form.is_valid():
         try:
-            services.meeting_update(actor=user, meeting=meeting, **form.service_kwargs())
+            services.meeting_update(
+                actor=user,
+                meeting=meeting,
+                notify=form.cleaned_data.get("notify", False),
+                **form.service_kwargs(),
+            )
         except DomainError as exc:
             _raise_for_access(exc)
             form.add_domain_error(exc)
@@ -952,3 +964,92 @@ def agency_calendar_rotate(request: HttpRequest, admin: Membership) -> HttpRespo
         _("The public calendar has a new address; the old one no longer works."),
     )
     return redirect("agency_calendar")
+
+
+# --- RSVP links ----------------------------------------------------------------------------------
+
+
+def _rsvp_render(
+    request: HttpRequest,
+    template: str,
+    link: rsvp.RsvpLink | None,
+    *,
+    status: int = 200,
+    **context: Any,
+) -> HttpResponse:
+    meeting = link.meeting if link else None
+    attendee = link.attendee if link else None
+    # The attendee may be anyone: the page speaks their language and zone when we know them.
+    zone = attendee.user.timezone if attendee and attendee.user else None
+    zone = zone or (meeting.timezone if meeting else settings.TIME_ZONE)
+    language = attendee.user.language if attendee and attendee.user else None
+    with translation.override(language or translation.get_language()), djtz.override(zone):
+        if meeting is not None:
+            context.update(
+                meeting=meeting,
+                attendee=attendee,
+                zone=zone,
+                summary=(
+                    Recurrence.parse(meeting.rrule).summary(meeting.timezone)
+                    if meeting.rrule
+                    else ""
+                ),
+            )
+        response = render(request, template, context, status=status)
+    # The token in the address is a capability: never leak it to the pages it links to.
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@sensitive_variables("token")
+@never_cache
+@require_http_methods(["GET", "POST"])
+def rsvp_answer(request: HttpRequest, token: str) -> HttpResponse:
+    """Answer an invitation from its signed link, without signing in.
+
+    GET only asks: mail scanners and link previews fetch every link of a message, so a GET that
+    answered would accept (or decline) on the attendee's behalf. Only the POST of the
+    confirmation page records the answer.
+    """
+    try:
+        link = rsvp.rsvp_resolve(token)
+    except rsvp.RsvpLinkError as exc:
+        return _rsvp_render(
+            request,
+            "meetings/rsvp_unavailable.html",
+            None,
+            status=410 if exc.expired else 404,
+            message=exc.message,
+        )
+    if link.meeting.is_cancelled:
+        return _rsvp_render(
+            request,
+            "meetings/rsvp_unavailable.html",
+            link,
+            status=410,
+            message=_("This meeting is cancelled: there is nothing to answer."),
+        )
+    if request.method == "POST":
+        try:
+            services.attendee_respond(
+                actor=f"rsvp:{link.attendee.email}",
+                attendee=link.attendee,
+                partstat=link.partstat,
+            )
+        except DomainError as exc:
+            return _rsvp_render(
+                request,
+                "meetings/rsvp_unavailable.html",
+                link,
+                status=exc.status,
+                message=exc.message,
+            )
+        return _rsvp_render(request, "meetings/rsvp_done.html", link, partstat=link.partstat)
+    return _rsvp_render(
+        request,
+        "meetings/rsvp_confirm.html",
+        link,
+        partstat=link.partstat,
+        current=link.attendee.partstat,
+        current_label=link.attendee.get_partstat_display(),
+    )

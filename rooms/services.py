@@ -69,7 +69,8 @@ from visio_broker.errors import (
     InvalidInput,
     NoCapacity,
 )
-from visio_broker.models import Notification, notification_key
+from visio_broker.models import Notification
+from visio_broker.outbox import notification_enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -1273,35 +1274,23 @@ def _tell_stranded(
     organizer = meeting.organizer if meeting is not None else reservation.created_by
     if organizer is None:
         return None
-    kind = "room.failover_failed"
-    sequence = meeting.sequence if meeting is not None else 0
-    key = notification_key(
-        kind=kind,
-        recipient=organizer.email,
-        meeting_id=meeting.pk if meeting is not None else None,
-        # Ad-hoc rooms have no meeting: the reservation tells them apart.
-        recurrence_id="" if meeting is not None else f"room-{reservation.pk}",
-        sequence=sequence,
-    )
     window = getattr(error, "window_start", None)
-    notification, _created = Notification.objects.get_or_create(
-        dedup_key=key,
-        defaults={
-            "kind": kind,
-            "recipient": organizer.email,
-            "meeting": meeting,
-            "sequence": sequence,
-            "payload": {
-                "meeting_uid": meeting.uid if meeting is not None else None,
-                "title": meeting.title if meeting is not None else reservation.title,
-                "backend": backend.name,
-                "reason": error.code,
-                "message": error.message,
-                "window_start": window.isoformat() if window is not None else None,
-            },
+    return notification_enqueue(
+        kind="room.failover_failed",
+        recipient=organizer.email,
+        meeting=meeting,
+        sequence=meeting.sequence if meeting is not None else 0,
+        payload={
+            "meeting_uid": meeting.uid if meeting is not None else None,
+            "title": meeting.title if meeting is not None else reservation.title,
+            "backend": backend.name,
+            "reason": error.code,
+            "message": error.message,
+            "window_start": window.isoformat() if window is not None else None,
         },
+        # Ad-hoc rooms have no meeting: the reservation tells them apart.
+        dedup_extra="" if meeting is not None else f"room-{reservation.pk}",
     )
-    return notification
 
 
 def _fail_over_one(

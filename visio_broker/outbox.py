@@ -112,6 +112,7 @@ def notification_deliver(*, notification_id: int) -> str:
     workers never send it twice; a crash between the SMTP acceptance and the commit can resend,
     and the deterministic Message-ID lets the recipient's client collapse that duplicate.
     """
+    retry_later: TemporaryDeliveryError | None = None
     with transaction.atomic():
         notification = (
             Notification.objects.select_for_update(skip_locked=True)
@@ -127,18 +128,22 @@ def notification_deliver(*, notification_id: int) -> str:
                 raise PermanentDeliveryError(f"no sender for kind {notification.kind}")
             deliver(notification)
         except TemporaryDeliveryError as exc:
+            # Recorded here and raised after the commit, so the attempt is not rolled back.
             notification.last_error = str(exc)[:2000]
             notification.save(update_fields=["attempts", "last_error"])
-            raise
+            retry_later = exc
         except PermanentDeliveryError as exc:
             notification.status = NotificationStatus.FAILED
             notification.last_error = str(exc)[:2000]
             notification.save(update_fields=["attempts", "status", "last_error"])
             return "failed"
-        notification.status = NotificationStatus.SENT
-        notification.sent_at = timezone.now()
-        notification.last_error = ""
-        notification.save(update_fields=["attempts", "status", "sent_at", "last_error"])
+        else:
+            notification.status = NotificationStatus.SENT
+            notification.sent_at = timezone.now()
+            notification.last_error = ""
+            notification.save(update_fields=["attempts", "status", "sent_at", "last_error"])
+    if retry_later is not None:
+        raise retry_later
     return "sent"
 
 
