@@ -10,12 +10,16 @@ Outside pytest, ``with running_smtp_sink() as sink:`` does the same.
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from multiprocessing.connection import Connection
 from typing import Any, cast
 
 import pytest
@@ -117,3 +121,93 @@ def smtp_sink_mail_fixture(settings: Any, smtp_sink: SmtpSink) -> SmtpSink:
     settings.EMAIL_USE_SSL = False
     settings.EMAIL_TIMEOUT = 5
     return smtp_sink
+
+
+# --- A counting sink in its own process, for benchmarks -------------------------------------
+
+_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(\S[^\r\n]*)", re.IGNORECASE | re.MULTILINE)
+
+
+class MessageIdCounter:
+    """aiosmtpd handler that keeps only each message's Message-ID, found by a header scan.
+
+    No parsing: the benchmark needs the count and the duplicates, and parsing every message
+    would make the sink, not the code measured, the bottleneck.
+    """
+
+    def __init__(self) -> None:
+        self.ids: list[bytes] = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        raw = envelope.original_content or envelope.content
+        end = raw.find(b"\r\n\r\n")
+        found = _MESSAGE_ID.search(raw, 0, end if end >= 0 else len(raw))
+        with self.lock:
+            self.ids.append(found.group(1).strip() if found else b"")
+        return "250 Message accepted for delivery"
+
+
+def _counting_sink_main(pipe: Connection, host: str) -> None:
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    handler = MessageIdCounter()
+    controller = _EphemeralPortController(
+        handler, hostname=host, port=0, server_hostname="smtp-sink.test"
+    )
+    controller.start()
+    pipe.send(controller.port)
+    try:
+        while True:
+            command = pipe.recv()
+            with handler.lock:
+                if command == "count":
+                    pipe.send(len(handler.ids))
+                elif command == "ids":
+                    pipe.send([raw.decode("ascii", "replace") for raw in handler.ids])
+                elif command == "clear":
+                    handler.ids.clear()
+                    pipe.send(None)
+                else:
+                    break
+    finally:
+        controller.stop()
+
+
+@dataclass
+class CountingSink:
+    """The parent's end of a counting sink process: how many arrived, and their Message-IDs."""
+
+    host: str
+    port: int
+    pipe: Connection
+
+    def count(self) -> int:
+        self.pipe.send("count")
+        return int(self.pipe.recv())
+
+    def message_ids(self) -> list[str]:
+        self.pipe.send("ids")
+        return list(self.pipe.recv())
+
+    def clear(self) -> None:
+        self.pipe.send("clear")
+        self.pipe.recv()
+
+
+@contextmanager
+def running_counting_sink(host: str = "127.0.0.1") -> Iterator[CountingSink]:
+    """An SMTP sink in its own process (its own GIL), counting Message-IDs only."""
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=_counting_sink_main, args=(child, host), daemon=True)
+    process.start()
+    try:
+        if not parent.poll(30):
+            raise RuntimeError("the counting SMTP sink did not start")
+        yield CountingSink(host=host, port=int(parent.recv()), pipe=parent)
+    finally:
+        parent.send("stop")
+        process.join(timeout=10)
+        if process.is_alive():
+            process.terminate()
+            process.join(timeout=5)

@@ -397,3 +397,86 @@ def test_reminder_email_to_an_outside_attendee_uses_the_host_agency_language(
     message = next(m for m in mail.outbox if m.to == [GUEST])
     assert "Rappel" in message.subject
     assert "14:00 (Europe/Paris)" in message.subject
+
+
+def _due_batch(clock, organizer, colleague) -> list[int]:
+    one_off(organizer, datetime(2026, 3, 25, 14, tzinfo=PARIS), [colleague.email, GUEST])
+    reminders_plan()
+    clock.move_to(datetime(2026, 3, 25, 12, 45, tzinfo=UTC))
+    ids = reminders_send().notification_ids
+    assert len(ids) == 3
+    return ids
+
+
+def test_deliver_batch_marks_accepted_rows_and_relays_the_rest_after_a_temporary_failure(
+    clock, organizer, colleague, monkeypatch
+) -> None:
+    from meetings import reminders
+    from visio_broker.outbox import TemporaryDeliveryError
+
+    ids = _due_batch(clock, organizer, colleague)
+    real_send, calls, relayed = reminders._send, [], []
+
+    def flaky(message) -> None:
+        calls.append(message)
+        if len(calls) == 2:
+            raise TemporaryDeliveryError("SMTP 421: busy")
+        real_send(message)
+
+    monkeypatch.setattr(reminders, "_send", flaky)
+    monkeypatch.setattr(reminders, "relay_soon", lambda pk, countdown=0: relayed.append(pk))
+
+    assert reminders_deliver(notification_ids=ids) == {"sent": 1, "relayed": 2}
+    found = Notification.objects.in_bulk(ids)
+    assert (found[ids[0]].status, found[ids[0]].attempts) == (NotificationStatus.SENT, 1)
+    assert (found[ids[1]].status, found[ids[1]].attempts) == (NotificationStatus.PENDING, 1)
+    assert "421" in found[ids[1]].last_error
+    assert (found[ids[2]].status, found[ids[2]].attempts) == (NotificationStatus.PENDING, 0)
+    assert relayed == ids[1:]
+    assert len(mail.outbox) == 1
+
+
+def test_deliver_batch_crashing_mid_chunk_leaves_its_rows_pending_for_the_sweeper(
+    clock, organizer, colleague, monkeypatch
+) -> None:
+    from meetings import reminders
+
+    ids = _due_batch(clock, organizer, colleague)
+    real_send, calls = reminders._send, []
+
+    def crash(message) -> None:
+        calls.append(message)
+        if len(calls) == 2:
+            raise RuntimeError("worker killed")
+        real_send(message)
+
+    monkeypatch.setattr(reminders, "_send", crash)
+    with pytest.raises(RuntimeError):
+        reminders_deliver(notification_ids=ids)
+    # Nothing lost: the chunk's marks rolled back; the row SMTP accepted goes again, same ID.
+    assert set(Notification.objects.filter(pk__in=ids).values_list("status", flat=True)) == {
+        NotificationStatus.PENDING
+    }
+    first_id = mail.outbox[0].extra_headers["Message-ID"]
+
+    monkeypatch.setattr(reminders, "_send", real_send)
+    assert reminders_deliver(notification_ids=ids) == {"sent": 3}
+    assert [m.extra_headers["Message-ID"] for m in mail.outbox].count(first_id) == 2
+    assert set(Notification.objects.filter(pk__in=ids).values_list("status", flat=True)) == {
+        NotificationStatus.SENT
+    }
+
+
+def test_deliver_batch_renders_once_per_language_and_zone(
+    clock, organizer, colleague, monkeypatch
+) -> None:
+    from meetings import reminders
+
+    ids = _due_batch(clock, organizer, colleague)
+    real_render, renders = reminders._render, []
+    monkeypatch.setattr(reminders, "_render", lambda r: renders.append(r.pk) or real_render(r))
+
+    assert reminders_deliver(notification_ids=ids) == {"sent": 3}
+    # Organizer and colleague share language and zone; the guest gets the host agency's.
+    assert len(renders) <= 2
+    assert len({m.extra_headers["Message-ID"] for m in mail.outbox}) == 3
