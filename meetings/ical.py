@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import calendar as _calendar
 import hashlib
+import importlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -192,10 +193,31 @@ def _state(zone: ZoneInfo, ts: int) -> _State:
     return moment.utcoffset() or timedelta(0), moment.dst() or timedelta(0), moment.tzname() or ""
 
 
-def _scan(zone: ZoneInfo, start: int, end: int, step: int) -> Iterator[_Transition]:
-    """Changes of state in [start, end), sampling every ``step`` seconds then bisecting."""
+def _scan(
+    zone: ZoneInfo,
+    start: int,
+    end: int,
+    step: int,
+    windows: list[tuple[int, int]] | None = None,
+) -> Iterator[_Transition]:
+    """Changes of state in [start, end), sampling every ``step`` seconds then bisecting.
+
+    ``windows`` (sorted ``(first, last)`` second ranges holding every change of the zone, from
+    ``_change_windows``) lets the scan skip, in one move, the samples between them: they would
+    all find the state unchanged. The samples taken, hence the changes found, are the same.
+    """
     ts, state = start, _state(zone, start)
+    index = 0
     while ts < end:
+        if windows is not None:
+            while index < len(windows) and windows[index][1] <= ts:
+                index += 1
+            # The samples up to the next window (or the end) find no change: take them at once.
+            limit = windows[index][0] if index < len(windows) else end + step
+            steps = (limit - ts - 1) // step
+            if steps > 0:
+                ts = min(ts + steps * step, end)
+                continue
         probe = min(ts + step, end)
         probed = _state(zone, probe)
         if probed == state:
@@ -211,6 +233,40 @@ def _scan(zone: ZoneInfo, start: int, end: int, step: int) -> Iterator[_Transiti
         after = _state(zone, high)
         yield _Transition(high, state, after)
         ts, state = high, after
+
+
+# Local wall time is within a day of UTC (offsets stay under 26 hours): two days either side.
+_WINDOW_MARGIN = 2 * _DAY
+
+
+def _change_windows(tzid: str, last_year: int) -> list[tuple[int, int]] | None:
+    """Ranges of seconds holding every change of state of ``tzid`` up to ``last_year``.
+
+    Read from the zone's compiled data (the pure-Python zoneinfo's parse of the same TZif file
+    the C implementation reads): its transitions, then the yearly ones of its POSIX rule. None
+    when that data cannot be read: the caller then samples every step.
+    """
+    try:
+        pure = importlib.import_module("zoneinfo._zoneinfo")
+        data = pure.ZoneInfo.no_cache(tzid)
+        moments = [int(ts) for ts in data._trans_utc]
+        after = data._tz_after
+        if isinstance(after, pure._TZStr):
+            first = datetime.fromtimestamp(moments[-1], UTC).year - 1 if moments else 1969
+            for year in range(first, last_year + 2):
+                moments += after.transitions(year)  # local wall time, as if UTC
+        elif not isinstance(after, pure._ttinfo):
+            return None
+    except Exception:  # noqa: BLE001 - private data: any surprise falls back to sampling
+        return None
+    windows: list[tuple[int, int]] = []
+    for moment in sorted(moments):
+        first, last = moment - _WINDOW_MARGIN, moment + _WINDOW_MARGIN
+        if windows and first <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], last)
+        else:
+            windows.append((first, last))
+    return windows
 
 
 def _epoch(year: int) -> int:
@@ -265,9 +321,10 @@ def _vtimezone(tzid: str, first_year: int, last_year: int) -> bytes:
     lookahead_end = _epoch(last_year + 2)
     # Weekly samples before the window only decide where the current rules began; inside
     # it, daily samples find every change.
+    windows = _change_windows(tzid, last_year + 2)
     transitions = [
-        *_scan(zone, _epoch(1970), window_start, 7 * _DAY),
-        *_scan(zone, window_start, lookahead_end, _DAY),
+        *_scan(zone, _epoch(1970), window_start, 7 * _DAY, windows),
+        *_scan(zone, window_start, lookahead_end, _DAY, windows),
     ]
     all_series = _series(transitions, open_from=window_end)
     before = [t for t in transitions if t.at < window_start]
@@ -332,7 +389,9 @@ def _attendee_name(attendee: Attendee) -> str:
     return attendee.user.display_name
 
 
-def _version(meeting: Meeting, options: EventOptions) -> tuple[object, ...]:
+def _version(
+    meeting: Meeting, options: EventOptions, site_url: str | None = None
+) -> tuple[object, ...]:
     """Everything the event's bytes depend on, from the row and its prefetched relations."""
     # ``updated_at`` moves with every save of the row (occurrence exceptions bump it too), but
     # an attendee's answer changes only the attendee row: the related values shown count too.
@@ -352,7 +411,8 @@ def _version(meeting: Meeting, options: EventOptions) -> tuple[object, ...]:
                 for a in meeting.attendees.all()
             ),
         )
-    return (settings.SITE_URL, meeting.pk, meeting.updated_at, options, exceptions, people)
+    site_url = settings.SITE_URL if site_url is None else site_url
+    return (site_url, meeting.pk, meeting.updated_at, options, exceptions, people)
 
 
 def _shared_key(version: tuple[object, ...]) -> str:
@@ -377,13 +437,44 @@ class ItipParts:
     status: str = "CONFIRMED"
 
 
-def _render_event(meeting: Meeting, options: EventOptions, itip: ItipParts | None = None) -> bytes:
+class _Batch:
+    """What the events rendered together share, worked out once rather than per event."""
+
+    __slots__ = ("attendee_lines", "join_url")
+
+    def __init__(self) -> None:
+        self.join_url = _join_urls()
+        # Folded ATTENDEE lines by (email, name, role, partstat): colleagues recur across events.
+        self.attendee_lines: dict[tuple[str, str, str, str], bytes] = {}
+
+
+# Any pk would do: the URL's only variable part is the pk, written as int's str().
+_PK_MARK = 987654321987
+
+
+def _join_urls() -> Callable[[int], str]:
+    """``join_url`` by pk, with one reverse() for many meetings."""
+    mark = str(_PK_MARK)
+    sample = settings.SITE_URL + reverse("meeting_join", kwargs={"pk": _PK_MARK})
+    head, found, tail = sample.partition(mark)
+    if not found or mark in tail:
+        return lambda pk: settings.SITE_URL + reverse("meeting_join", kwargs={"pk": pk})
+    return lambda pk: f"{head}{pk}{tail}"
+
+
+def _render_event(
+    meeting: Meeting,
+    options: EventOptions,
+    itip: ItipParts | None = None,
+    batch: _Batch | None = None,
+) -> bytes:
     zone = ZoneInfo(meeting.timezone)
     tzid = _param(meeting.timezone)
+    all_day = meeting.all_day
 
     def when(name: str, moment: datetime) -> str:
         local = moment.astimezone(zone)
-        if meeting.all_day:
+        if all_day:
             return f"{name};VALUE=DATE:{local:%Y%m%d}"
         return f"{name};TZID={tzid}:{local:%Y%m%dT%H%M%S}"
 
@@ -400,8 +491,11 @@ def _render_event(meeting: Meeting, options: EventOptions, itip: ItipParts | Non
         status = f"STATUS:{itip.status}" if itip.status else ""
     else:
         status = "STATUS:CANCELLED" if cancelled else "STATUS:CONFIRMED"
-    body = [line for line in (status, f"SUMMARY:{escape_text(meeting.title)}") if line]
-    url = join_url(meeting) if options.include_join_link else ""
+    title = escape_text(meeting.title)
+    body = [line for line in (status, f"SUMMARY:{title}") if line]
+    url = ""
+    if options.include_join_link:
+        url = join_url(meeting) if batch is None else batch.join_url(meeting.pk)
     if options.full_details:
         text = "\n\n".join(part for part in (url, meeting.description.strip()) if part)
         if text:
@@ -413,11 +507,13 @@ def _render_event(meeting: Meeting, options: EventOptions, itip: ItipParts | Non
             # Written by hand: ical.js reads a quoted FEATURE list as one value.
             f"CONFERENCE;VALUE=URI;FEATURE=AUDIO,VIDEO;LABEL=Join:{url}",
         ]
+    # Folded as they come: the attendee lines, the most numerous, may be folded already.
+    folded = [fold(line) for line in body]
     if options.full_details:
         organizer = meeting.organizer
         cn = f";CN={_param(organizer.display_name)}" if organizer.display_name else ""
         sent_by = f';SENT-BY="mailto:{itip.sent_by}"' if itip is not None and itip.sent_by else ""
-        body.append(f"ORGANIZER{cn}{sent_by}:mailto:{organizer.email}")
+        folded.append(fold(f"ORGANIZER{cn}{sent_by}:mailto:{organizer.email}"))
         if itip is not None and itip.attendees is not None:
             people = list(itip.attendees)
         else:
@@ -425,20 +521,30 @@ def _render_event(meeting: Meeting, options: EventOptions, itip: ItipParts | Non
                 (a.email, _attendee_name(a), _ROLES[a.role], a.partstat.upper())
                 for a in _attendees(meeting)
             ]
-        for email, name, role, partstat in people:
-            cn = f";CN={_param(name)}" if name else ""
-            body.append(f"ATTENDEE{cn};ROLE={role};PARTSTAT={partstat};RSVP=TRUE:mailto:{email}")
+        lines = batch.attendee_lines if batch is not None else {}
+        for person in people:
+            line = lines.get(person)
+            if line is None:
+                email, name, role, partstat = person
+                cn = f";CN={_param(name)}" if name else ""
+                line = lines[person] = fold(
+                    f"ATTENDEE{cn};ROLE={role};PARTSTAT={partstat};RSVP=TRUE:mailto:{email}"
+                )
+            folded.append(line)
     # No reminder for a meeting that will not take place.
-    for minutes in () if cancelled else options.alarm_minutes:
-        body += [
-            "BEGIN:VALARM",
-            "ACTION:DISPLAY",
-            f"DESCRIPTION:{escape_text(meeting.title)}",
-            f"TRIGGER:-PT{minutes}M" if minutes else "TRIGGER:PT0M",
-            "END:VALARM",
-        ]
+    alarm_minutes = () if cancelled else options.alarm_minutes
+    if alarm_minutes:
+        summary = fold(f"DESCRIPTION:{title}")
+        for minutes in alarm_minutes:
+            folded += [
+                b"BEGIN:VALARM\r\n",
+                b"ACTION:DISPLAY\r\n",
+                summary,
+                fold(f"TRIGGER:-PT{minutes}M" if minutes else "TRIGGER:PT0M"),
+                b"END:VALARM\r\n",
+            ]
     shared_head = b"".join(fold(line) for line in head)
-    shared_body = b"".join(fold(line) for line in body)
+    shared_body = b"".join(folded)
 
     if itip is not None and itip.recurrence_id is not None:
         return (
@@ -556,7 +662,8 @@ def clear_local_cache() -> None:
 
 
 def _event_blocks(items: list[tuple[Meeting, EventOptions]]) -> list[bytes]:
-    versions = [_version(meeting, options) for meeting, options in items]
+    site_url = settings.SITE_URL
+    versions = [_version(meeting, options, site_url) for meeting, options in items]
     blocks = [_local.get(version) for version in versions]
     missing = {
         index: _shared_key(version)
@@ -566,10 +673,12 @@ def _event_blocks(items: list[tuple[Meeting, EventOptions]]) -> list[bytes]:
     if missing:
         shared = cache.get_many(list(missing.values()))
         rendered: dict[str, bytes] = {}
+        batch = _Batch()
         for index, key in missing.items():
             block = shared.get(key)
             if block is None:
-                block = rendered[key] = _render_event(*items[index])
+                meeting, options = items[index]
+                block = rendered[key] = _render_event(meeting, options, batch=batch)
             _local.put(versions[index], block)
             blocks[index] = block
         if rendered:
