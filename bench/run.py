@@ -1,7 +1,7 @@
 """Benchmarks for `make bench`: free/busy and find-a-time at 10k and 100k meetings, then the
 benchmarks of FOLLOW_UPS, each in its own process: calendar feeds (bench/feeds.py), join-token
-minting (bench/tokens.py) and the join endpoint under gunicorn (bench/join.py); --no-feeds,
---no-tokens, --no-join skip them.
+minting (bench/tokens.py), the join endpoint under gunicorn (bench/join.py) and invitation
+throughput (bench/invitations.py); --no-feeds, --no-tokens, --no-join, --no-invitations skip them.
 
 Uses its own PostgreSQL database (BENCH_DATABASE_URL, default visio_bench on the local server),
 created if missing, migrated, emptied and loaded with synthetic data (bench/synthetic.py). Each
