@@ -20,6 +20,7 @@ import gzip
 import hashlib
 import hmac
 import json
+import logging
 import re
 import secrets
 import threading
@@ -40,6 +41,8 @@ from django.utils import translation
 from django.utils.http import parse_http_date_safe
 from django.utils.translation import gettext as _
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agencies.models import Agency, User
 from meetings import ical
@@ -54,6 +57,8 @@ from meetings.models import (
     PartStat,
 )
 from meetings.selectors import overlapping
+
+logger = logging.getLogger(__name__)
 
 # What a feed covers: a quarter back, eighteen months ahead.
 WINDOW_PAST = timedelta(days=90)
@@ -267,13 +272,36 @@ def _generation_key(digest: str) -> str:
 
 
 @cache
+@cache
+def _redis_client(url: str) -> Redis:
+    return Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+
+
 def _redis() -> Redis | None:
     """A client of the cache's Redis; None in the embedded mode (file cache)."""
-    return Redis.from_url(settings.REDIS_URL) if settings.REDIS_URL else None
+    return _redis_client(settings.REDIS_URL) if settings.REDIS_URL else None
+
+
+# The feed cache only saves work: with Redis unreachable, feeds are served from the database,
+# bookings go on, and cached validators expire by themselves (BUCKET_SECONDS) once it is back.
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
+
+
+def _redis_down(operation: str, exc: Exception) -> None:
+    logger.warning("feeds: Redis unavailable during %s (%s)", operation, exc.__class__.__name__)
 
 
 def cache_generation(feed: FeedToken) -> int:
-    """The feed's counter, created at a random value (a flushed cache never repeats one)."""
+    """The feed's counter, created at a random value (a flushed cache never repeats one);
+    -1 when Redis is unreachable (nothing is then remembered)."""
+    try:
+        return _cache_generation(feed)
+    except _REDIS_DOWN as exc:
+        _redis_down("cache_generation", exc)
+        return -1
+
+
+def _cache_generation(feed: FeedToken) -> int:
     key, start = _generation_key(feed.token_hash), secrets.randbits(62)
     client = _redis()
     if client is not None:
@@ -292,6 +320,12 @@ def forget_validators(digests: list[str]) -> None:
     keys = [_generation_key(digest) for digest in digests]
 
     def bump() -> None:
+        try:
+            _bump()
+        except _REDIS_DOWN as exc:
+            _redis_down("forget_validators", exc)
+
+    def _bump() -> None:
         client = _redis()
         if client is not None:
             # A missing counter starts again at 1: no entry holds a number that small.
@@ -326,10 +360,13 @@ def remember_validators(feed: FeedToken, *, generation: int, now: datetime) -> N
         ]
     )
     client = _redis()
-    if client is not None:
-        client.set(_validators_key(feed.token_hash), entry, ex=BUCKET_SECONDS)
-    else:
-        shared_cache.set(_validators_key(feed.token_hash), entry, BUCKET_SECONDS)
+    try:
+        if client is not None:
+            client.set(_validators_key(feed.token_hash), entry, ex=BUCKET_SECONDS)
+        else:
+            shared_cache.set(_validators_key(feed.token_hash), entry, BUCKET_SECONDS)
+    except _REDIS_DOWN as exc:
+        _redis_down("remember_validators", exc)
 
 
 def _good_validators(
@@ -366,12 +403,17 @@ def poll(request: HttpRequest, token: str, *, now: datetime, conditional: bool) 
     generation: str | bytes | int | None = None
     client = _redis()
     if client is not None:
-        pipe = client.pipeline(transaction=False)
-        pipe.incr(rate_key)
-        pipe.expire(rate_key, window + 5, nx=True)
-        if digest is not None:
-            pipe.mget(_validators_key(digest), _generation_key(digest))
-        results = pipe.execute()
+        try:
+            pipe = client.pipeline(transaction=False)
+            pipe.incr(rate_key)
+            pipe.expire(rate_key, window + 5, nx=True)
+            if digest is not None:
+                pipe.mget(_validators_key(digest), _generation_key(digest))
+            results = pipe.execute()
+        except _REDIS_DOWN as exc:
+            # Fail open: no rate count and no cached validators; the database path answers.
+            _redis_down("poll", exc)
+            return Poll(None, None)
         count = int(results[0])
         if digest is not None:
             entry, generation = results[2]

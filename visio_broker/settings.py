@@ -173,7 +173,7 @@ EMBEDDED_BROKER = not CELERY_BROKER_URL
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "visio_broker.cache.ResilientRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "visio"),
             "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},

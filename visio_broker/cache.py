@@ -1,0 +1,98 @@
+"""A Redis cache that degrades instead of failing when Redis is unreachable.
+
+The cache only speeds things up (sessions are read through it, feeds and rate limits use it):
+a Redis outage must not fail requests. While Redis is down, reads miss, writes are dropped and
+rate limits are not enforced (fail-open, logged). The broker side of Redis is covered by the
+outbox: rows wait for the sweeper.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.cache.backends.redis import RedisCache
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+logger = logging.getLogger(__name__)
+
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError)
+
+
+def _warn(operation: str, exc: Exception) -> None:
+    logger.warning(
+        "cache unavailable (%s: %s); continuing without it", operation, exc.__class__.__name__
+    )
+
+
+class ResilientRedisCache(RedisCache):
+    def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        try:
+            return super().get(key, default, version)
+        except _UNAVAILABLE as exc:
+            _warn("get", exc)
+            return default
+
+    def get_many(self, keys: Any, version: int | None = None) -> dict[Any, Any]:
+        try:
+            return super().get_many(keys, version)
+        except _UNAVAILABLE as exc:
+            _warn("get_many", exc)
+            return {}
+
+    def has_key(self, key: Any, version: int | None = None) -> bool:
+        try:
+            return super().has_key(key, version)
+        except _UNAVAILABLE as exc:
+            _warn("has_key", exc)
+            return False
+
+    def set(self, key: Any, value: Any, timeout: Any = None, version: int | None = None) -> None:
+        try:
+            super().set(key, value, timeout, version)
+        except _UNAVAILABLE as exc:
+            _warn("set", exc)
+
+    def add(self, key: Any, value: Any, timeout: Any = None, version: int | None = None) -> bool:
+        try:
+            return super().add(key, value, timeout, version)
+        except _UNAVAILABLE as exc:
+            _warn("add", exc)
+            return False
+
+    def set_many(
+        self, data: dict[Any, Any], timeout: Any = None, version: int | None = None
+    ) -> list[Any]:
+        try:
+            return super().set_many(data, timeout, version)
+        except _UNAVAILABLE as exc:
+            _warn("set_many", exc)
+            return list(data)
+
+    def touch(self, key: Any, timeout: Any = None, version: int | None = None) -> bool:
+        try:
+            return super().touch(key, timeout, version)
+        except _UNAVAILABLE as exc:
+            _warn("touch", exc)
+            return False
+
+    def delete(self, key: Any, version: int | None = None) -> bool:
+        try:
+            return super().delete(key, version)
+        except _UNAVAILABLE as exc:
+            _warn("delete", exc)
+            return False
+
+    def delete_many(self, keys: Any, version: int | None = None) -> None:
+        try:
+            super().delete_many(keys, version)
+        except _UNAVAILABLE as exc:
+            _warn("delete_many", exc)
+
+    def incr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
+        try:
+            return super().incr(key, delta, version)
+        except _UNAVAILABLE as exc:
+            _warn("incr", exc)
+            raise ValueError("cache unavailable") from exc
