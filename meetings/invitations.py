@@ -16,19 +16,16 @@ meeting moved on: the recipient's client keeps the highest SEQUENCE, then the la
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import smtplib
 from dataclasses import dataclass
 from datetime import datetime
 from email.mime.text import MIMEText
 from email.utils import parseaddr
 from typing import Any
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connection
+from django.core.mail import EmailMultiAlternatives
 from django.db.models import Q
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -43,7 +40,8 @@ from meetings.recurrence import Recurrence
 from visio_broker.models import Notification, NotificationStatus
 from visio_broker.outbox import (
     PermanentDeliveryError,
-    TemporaryDeliveryError,
+    mail_message_id,
+    mail_send,
     notification_enqueue,
     sender,
 )
@@ -195,38 +193,8 @@ def failed_deliveries(meeting: Meeting, *, limit: int = 50) -> list[Notification
 # --- Sending ---------------------------------------------------------------------------------
 
 
-def message_id(notification: Notification) -> str:
-    """The same for every attempt at one row: a duplicate after a crash collapses."""
-    digest = hashlib.sha256(notification.dedup_key.encode()).hexdigest()[:32]
-    return f"<{digest}@{urlsplit(settings.SITE_URL).hostname or 'localhost'}>"
-
-
 def _system_address() -> str:
     return parseaddr(settings.DEFAULT_FROM_EMAIL)[1] or settings.DEFAULT_FROM_EMAIL
-
-
-def _send(message: EmailMessage) -> None:
-    """Send through the configured backend, sorting SMTP failures into temporary/permanent."""
-    try:
-        get_connection(fail_silently=False).send_messages([message])
-    except smtplib.SMTPRecipientsRefused as exc:
-        codes = [code for code, _msg in exc.recipients.values()]
-        error = f"recipient refused: {exc.recipients}"
-        if codes and all(400 <= code < 500 for code in codes):
-            raise TemporaryDeliveryError(error) from exc
-        raise PermanentDeliveryError(error) from exc
-    except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError) as exc:
-        raise TemporaryDeliveryError(f"SMTP connection: {exc}") from exc
-    except smtplib.SMTPAuthenticationError as exc:
-        # Our configuration, not the message: retried until an operator fixes it.
-        raise TemporaryDeliveryError(f"SMTP authentication: {exc}") from exc
-    except smtplib.SMTPResponseException as exc:
-        error = f"SMTP {exc.smtp_code}: {exc.smtp_error!r}"
-        if exc.smtp_code >= 500:
-            raise PermanentDeliveryError(error) from exc
-        raise TemporaryDeliveryError(error) from exc
-    except (smtplib.SMTPException, OSError) as exc:  # timeouts, refused connections
-        raise TemporaryDeliveryError(f"SMTP: {exc!r}") from exc
 
 
 class ItipEmail(EmailMultiAlternatives):
@@ -449,7 +417,7 @@ def build_itip_message(notification: Notification, meeting: Meeting) -> ItipEmai
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=[notification.recipient],
         reply_to=[organizer.email],
-        headers={"Message-ID": message_id(notification)},
+        headers={"Message-ID": mail_message_id(notification)},
     )
     message.attach_alternative(html, "text/html")
     return message
@@ -482,7 +450,7 @@ def send_itip(notification: Notification) -> None:
     if newer is not None:
         _mark_superseded(notification, newer)
         return
-    _send(build_itip_message(notification, meeting))
+    mail_send(build_itip_message(notification, meeting))
 
 
 def build_failover_message(notification: Notification) -> EmailMultiAlternatives:
@@ -517,10 +485,10 @@ def build_failover_message(notification: Notification) -> EmailMultiAlternatives
         body=text,
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=[notification.recipient],
-        headers={"Message-ID": message_id(notification)},
+        headers={"Message-ID": mail_message_id(notification)},
     )
 
 
 @sender(FAILOVER_FAILED)
 def send_failover_notice(notification: Notification) -> None:
-    _send(build_failover_message(notification))
+    mail_send(build_failover_message(notification))

@@ -16,7 +16,6 @@ No Celery ETA is involved: a reminder is a row with a due time (DESIGN, flow 5).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import smtplib
 from collections.abc import Iterator, Sequence
@@ -24,7 +23,6 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -54,6 +52,8 @@ from visio_broker.models import Notification, NotificationStatus, notification_k
 from visio_broker.outbox import (
     PermanentDeliveryError,
     TemporaryDeliveryError,
+    mail_message_id,
+    mail_send,
     relay_soon,
     sender,
 )
@@ -464,7 +464,7 @@ def _deliver_chunk(
         for index, notification in enumerate(notifications):
             try:
                 reminder = _sendable(reminders.get(notification.payload.get("reminder_id")))
-                _send(reminder_message(reminder, notification, rendered=rendered))
+                mail_send(reminder_message(reminder, notification, rendered=rendered))
             except TemporaryDeliveryError as exc:
                 Notification.objects.filter(pk=notification.pk).update(
                     attempts=F("attempts") + 1, last_error=str(exc)[:2000]
@@ -492,11 +492,8 @@ def _deliver_chunk(
     return unsent
 
 
-def message_id(notification: Notification) -> str:
-    """Stable per row: a resend after a crash collapses with the first copy in mail clients."""
-    digest = hashlib.sha256(notification.dedup_key.encode()).hexdigest()[:32]
-    host = urlsplit(settings.SITE_URL).hostname or "localhost"
-    return f"<reminder.{digest}@{host}>"
+def reminder_message_id(notification: Notification) -> str:
+    return mail_message_id(notification, prefix="reminder.")
 
 
 def recipient_settings(reminder: Reminder) -> tuple[str, str]:
@@ -573,29 +570,11 @@ def reminder_message(
         subject=content.subject,
         body=content.text,
         to=[notification.recipient],
-        headers={"Message-ID": message_id(notification)},
+        headers={"Message-ID": reminder_message_id(notification)},
         connection=_connection.get(),
     )
     message.attach_alternative(content.html, "text/html")
     return message
-
-
-def _send(message: EmailMultiAlternatives) -> None:
-    """Send, sorting SMTP failures into temporary and permanent ones."""
-    try:
-        message.send()
-    except smtplib.SMTPRecipientsRefused as exc:
-        codes = [code for code, _reply in exc.recipients.values()]
-        if codes and all(code >= 500 for code in codes):
-            raise PermanentDeliveryError(f"recipients refused: {exc.recipients}") from exc
-        raise TemporaryDeliveryError(f"recipients refused: {exc.recipients}") from exc
-    except smtplib.SMTPResponseException as exc:
-        error = f"SMTP {exc.smtp_code}: {exc.smtp_error!r}"
-        if exc.smtp_code >= 500:
-            raise PermanentDeliveryError(error) from exc
-        raise TemporaryDeliveryError(error) from exc
-    except (smtplib.SMTPException, OSError) as exc:
-        raise TemporaryDeliveryError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _sendable(reminder: Reminder | None) -> Reminder:
@@ -619,4 +598,4 @@ def reminder_send(notification: Notification) -> None:
         .filter(pk=notification.payload.get("reminder_id"))
         .first()
     )
-    _send(reminder_message(_sendable(reminder), notification))
+    mail_send(reminder_message(_sendable(reminder), notification))

@@ -11,12 +11,9 @@ window closes, so several answers within a minute reach the organizer as one ema
 
 from __future__ import annotations
 
-import hashlib
-import smtplib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -36,7 +33,8 @@ from meetings.models import Attendee, Meeting, PartStat
 from visio_broker.models import Notification, NotificationStatus, notification_key
 from visio_broker.outbox import (
     PermanentDeliveryError,
-    TemporaryDeliveryError,
+    mail_message_id,
+    mail_send,
     relay_soon,
     sender,
 )
@@ -216,32 +214,6 @@ def _answer_label(partstat: str) -> str:
     return labels.get(partstat, _("has not answered"))
 
 
-def message_id(notification: Notification) -> str:
-    """Stable per row: a resend after a crash collapses with the first copy in mail clients."""
-    digest = hashlib.sha256(notification.dedup_key.encode()).hexdigest()[:32]
-    host = urlsplit(settings.SITE_URL).hostname or "localhost"
-    return f"<{digest}@{host}>"
-
-
-def mail_send(message: EmailMultiAlternatives) -> None:
-    """Send through Django's backend, sorting SMTP failures into temporary and permanent."""
-    try:
-        message.send()
-    except smtplib.SMTPRecipientsRefused as exc:
-        codes = [code for code, _reply in exc.recipients.values()]
-        if codes and all(code >= 500 for code in codes):
-            raise PermanentDeliveryError(f"recipients refused: {exc.recipients}") from exc
-        raise TemporaryDeliveryError(f"recipients refused: {exc.recipients}") from exc
-    except smtplib.SMTPResponseException as exc:
-        error = f"SMTP {exc.smtp_code}: {exc.smtp_error!r}"
-        if exc.smtp_code >= 500:
-            raise PermanentDeliveryError(error) from exc
-        raise TemporaryDeliveryError(error) from exc
-    except (smtplib.SMTPException, OSError) as exc:
-        # Connection refused or dropped, timeouts, DNS: the server may be back soon.
-        raise TemporaryDeliveryError(f"{type(exc).__name__}: {exc}") from exc
-
-
 @sender(REPLIES_KIND)
 def organizer_replies_send(notification: Notification) -> None:
     meeting = notification.meeting
@@ -285,7 +257,7 @@ def organizer_replies_send(notification: Notification) -> None:
         subject=f"{settings.EMAIL_SUBJECT_PREFIX}{subject}",
         body=text,
         to=[notification.recipient],
-        headers={"Message-ID": message_id(notification)},
+        headers={"Message-ID": mail_message_id(notification)},
     )
     message.attach_alternative(html, "text/html")
     mail_send(message)

@@ -11,12 +11,16 @@ caused it, then relayed by Celery.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import smtplib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.mail import EmailMessage
 from django.db import transaction
 from django.utils import timezone
 
@@ -157,3 +161,38 @@ def notifications_stale(*, older_than: timedelta | None = None, limit: int = 500
         .order_by("created_at")
         .values_list("pk", flat=True)[:limit]
     )
+
+
+# --- Email delivery shared by the mail senders ---------------------------------------------------
+
+
+def mail_message_id(notification: Notification, *, prefix: str = "") -> str:
+    """Stable per row: a resend after a crash collapses with the first copy in mail clients."""
+    digest = hashlib.sha256(notification.dedup_key.encode()).hexdigest()[:32]
+    host = urlsplit(settings.SITE_URL).hostname or "localhost"
+    return f"<{prefix}{digest}@{host}>"
+
+
+def mail_send(message: EmailMessage) -> None:
+    """Send through Django's backend (the message's own connection when it has one), sorting
+    SMTP failures into temporary and permanent ones."""
+    try:
+        message.send()
+    except smtplib.SMTPRecipientsRefused as exc:
+        codes = [code for code, _reply in exc.recipients.values()]
+        error = f"recipient refused: {exc.recipients}"
+        if codes and all(400 <= code < 500 for code in codes):
+            raise TemporaryDeliveryError(error) from exc
+        raise PermanentDeliveryError(error) from exc
+    except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError) as exc:
+        raise TemporaryDeliveryError(f"SMTP connection: {exc}") from exc
+    except smtplib.SMTPAuthenticationError as exc:
+        # Our configuration, not the message: retried until an operator fixes it.
+        raise TemporaryDeliveryError(f"SMTP authentication: {exc}") from exc
+    except smtplib.SMTPResponseException as exc:
+        error = f"SMTP {exc.smtp_code}: {exc.smtp_error!r}"
+        if exc.smtp_code >= 500:
+            raise PermanentDeliveryError(error) from exc
+        raise TemporaryDeliveryError(error) from exc
+    except (smtplib.SMTPException, OSError) as exc:  # timeouts, refused connections, DNS
+        raise TemporaryDeliveryError(f"SMTP: {exc!r}") from exc

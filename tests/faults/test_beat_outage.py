@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from agencies.models import Role
 from meetings.models import Reminder, ReminderStatus
-from meetings.reminders import message_id
+from meetings.reminders import reminder_message_id as message_id
 from meetings.services import AttendeeSpec, meeting_schedule
 from tests.process_harness import wait_until
 

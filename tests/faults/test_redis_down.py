@@ -10,11 +10,12 @@ import pytest
 from django.utils import timezone
 
 from agencies.models import Role
-from meetings.invitations import MEETING_REQUEST, message_id
+from meetings.invitations import MEETING_REQUEST
 from meetings.services import AttendeeSpec, meeting_schedule
 from tests.faults.conftest import message_id_counts
 from tests.process_harness import wait_until
 from visio_broker.models import Notification, NotificationStatus
+from visio_broker.outbox import mail_message_id as message_id
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -15,12 +15,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from agencies.models import Role
-from meetings.invitations import MEETING_REQUEST, invitations_scheduled, message_id
+from meetings.invitations import MEETING_REQUEST, invitations_scheduled
 from meetings.models import Attendee, Meeting
 from tests.faults.conftest import message_id_counts
 from tests.process_harness import wait_until
 from tests.smtp_sink import ReceivedMail
 from visio_broker.models import Notification, NotificationStatus
+from visio_broker.outbox import mail_message_id as message_id
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

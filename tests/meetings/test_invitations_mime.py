@@ -23,7 +23,7 @@ from django.urls import reverse
 
 from agencies.models import Role
 from meetings import ical
-from meetings.invitations import build_itip_message, message_id
+from meetings.invitations import build_itip_message
 from meetings.models import Meeting
 from meetings.recurrence import Recurrence
 from meetings.services import (
@@ -39,6 +39,7 @@ from tests.conftest import signed_in_client
 from tests.meetings.test_ical_validity import run_node
 from visio_broker.models import Notification, NotificationStatus
 from visio_broker.outbox import TemporaryDeliveryError, notification_deliver
+from visio_broker.outbox import mail_message_id as message_id
 
 pytestmark = pytest.mark.django_db
 

@@ -18,6 +18,7 @@ from meetings.models import PartStat
 from meetings.services import AttendeeSpec, attendee_respond, meeting_schedule
 from tests.conftest import signed_in_client
 from tests.smtp_sink import smtp_sink_fixture, smtp_sink_mail_fixture  # noqa: F401
+from visio_broker import outbox
 from visio_broker.models import Notification, NotificationStatus
 from visio_broker.outbox import (
     PermanentDeliveryError,
@@ -254,7 +255,7 @@ def test_smtp_errors_are_sorted_into_temporary_and_permanent(error, expected):
             raise error
 
     with pytest.raises(expected):
-        rsvp.mail_send(Failing())  # type: ignore[arg-type]
+        outbox.mail_send(Failing())  # type: ignore[arg-type]
 
 
 def test_notice_goes_over_smtp_with_its_message_id(meeting, colleague, smtp_sink_mail):
@@ -269,7 +270,7 @@ def test_notice_goes_over_smtp_with_its_message_id(meeting, colleague, smtp_sink
     assert notification_deliver(notification_id=notice.pk) == "sent"
 
     [received] = smtp_sink_mail.to("orga@test.gouv.example")
-    assert received.message["Message-ID"] == rsvp.message_id(notice)
+    assert received.message["Message-ID"] == outbox.mail_message_id(notice)
     assert "a accepté" in received.subject
 
 

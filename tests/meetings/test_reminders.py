@@ -379,7 +379,7 @@ def test_reminder_email_content_in_the_recipients_language_and_zone(
 
 
 def message_id_of(notification):
-    from meetings.reminders import message_id
+    from meetings.reminders import reminder_message_id as message_id
 
     return message_id(notification)
 
@@ -415,7 +415,7 @@ def test_deliver_batch_marks_accepted_rows_and_relays_the_rest_after_a_temporary
     from visio_broker.outbox import TemporaryDeliveryError
 
     ids = _due_batch(clock, organizer, colleague)
-    real_send, calls, relayed = reminders._send, [], []
+    real_send, calls, relayed = reminders.mail_send, [], []
 
     def flaky(message) -> None:
         calls.append(message)
@@ -423,7 +423,7 @@ def test_deliver_batch_marks_accepted_rows_and_relays_the_rest_after_a_temporary
             raise TemporaryDeliveryError("SMTP 421: busy")
         real_send(message)
 
-    monkeypatch.setattr(reminders, "_send", flaky)
+    monkeypatch.setattr(reminders, "mail_send", flaky)
     monkeypatch.setattr(reminders, "relay_soon", lambda pk, countdown=0: relayed.append(pk))
 
     assert reminders_deliver(notification_ids=ids) == {"sent": 1, "relayed": 2}
@@ -442,7 +442,7 @@ def test_deliver_batch_crashing_mid_chunk_leaves_its_rows_pending_for_the_sweepe
     from meetings import reminders
 
     ids = _due_batch(clock, organizer, colleague)
-    real_send, calls = reminders._send, []
+    real_send, calls = reminders.mail_send, []
 
     def crash(message) -> None:
         calls.append(message)
@@ -450,7 +450,7 @@ def test_deliver_batch_crashing_mid_chunk_leaves_its_rows_pending_for_the_sweepe
             raise RuntimeError("worker killed")
         real_send(message)
 
-    monkeypatch.setattr(reminders, "_send", crash)
+    monkeypatch.setattr(reminders, "mail_send", crash)
     with pytest.raises(RuntimeError):
         reminders_deliver(notification_ids=ids)
     # Nothing lost: the chunk's marks rolled back; the row SMTP accepted goes again, same ID.
@@ -459,7 +459,7 @@ def test_deliver_batch_crashing_mid_chunk_leaves_its_rows_pending_for_the_sweepe
     }
     first_id = mail.outbox[0].extra_headers["Message-ID"]
 
-    monkeypatch.setattr(reminders, "_send", real_send)
+    monkeypatch.setattr(reminders, "mail_send", real_send)
     assert reminders_deliver(notification_ids=ids) == {"sent": 3}
     assert [m.extra_headers["Message-ID"] for m in mail.outbox].count(first_id) == 2
     assert set(Notification.objects.filter(pk__in=ids).values_list("status", flat=True)) == {
