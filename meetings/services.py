@@ -497,6 +497,38 @@ def _locked_occurrence(
     return meeting, exc
 
 
+def _occurrence_exception_save(
+    actor: User,
+    meeting: Meeting,
+    exc: OccurrenceException,
+    *,
+    action: str,
+    detail: dict[str, str] | None = None,
+) -> None:
+    """Store a cancelled or moved occurrence; everything that follows from it happens here."""
+    exc.save()
+    meeting.sequence += 1
+    meeting.save(update_fields=["sequence", "updated_at"])
+    # A moved occurrence needs room at its new time (no_capacity rolls the change back).
+    room_windows_sync(actor=actor, meeting=meeting, audit=False)
+    if exc.cancelled:
+        invitations.invitations_occurrence_cancelled(meeting, exc.recurrence_id)
+    else:
+        invitations.invitations_occurrence_moved(meeting, exc.recurrence_id)
+    feeds_changed(meeting)
+    audit_record(
+        actor=actor,
+        action=action,
+        obj=meeting,
+        agency=meeting.host_agency,
+        detail={
+            "recurrence_id": exc.recurrence_id.isoformat(),
+            **(detail or {}),
+            "sequence": meeting.sequence,
+        },
+    )
+
+
 def occurrence_cancel(
     *,
     actor: User,
@@ -510,19 +542,7 @@ def occurrence_cancel(
         if exc is None:
             exc = OccurrenceException(meeting=meeting, recurrence_id=recurrence_id)
         exc.cancelled, exc.start, exc.end = True, None, None
-        exc.save()
-        meeting.sequence += 1
-        meeting.save(update_fields=["sequence", "updated_at"])
-        room_windows_sync(actor=actor, meeting=meeting, audit=False)
-        invitations.invitations_occurrence_cancelled(meeting, recurrence_id)
-        feeds_changed(meeting)
-        audit_record(
-            actor=actor,
-            action="occurrence.cancelled",
-            obj=meeting,
-            agency=meeting.host_agency,
-            detail={"recurrence_id": recurrence_id.isoformat(), "sequence": meeting.sequence},
-        )
+        _occurrence_exception_save(actor, meeting, exc, action="occurrence.cancelled")
     return exc
 
 
@@ -538,24 +558,12 @@ def occurrence_move(
         if exc is None:
             exc = OccurrenceException(meeting=meeting, recurrence_id=recurrence_id)
         exc.cancelled, exc.start, exc.end = False, start, end
-        exc.save()
-        meeting.sequence += 1
-        meeting.save(update_fields=["sequence", "updated_at"])
-        # The moved occurrence needs room at its new time (no_capacity rolls the move back).
-        room_windows_sync(actor=actor, meeting=meeting, audit=False)
-        invitations.invitations_occurrence_moved(meeting, recurrence_id)
-        feeds_changed(meeting)
-        audit_record(
-            actor=actor,
+        _occurrence_exception_save(
+            actor,
+            meeting,
+            exc,
             action="occurrence.moved",
-            obj=meeting,
-            agency=meeting.host_agency,
-            detail={
-                "recurrence_id": recurrence_id.isoformat(),
-                "start": start.isoformat(),
-                "end": end.isoformat(),
-                "sequence": meeting.sequence,
-            },
+            detail={"start": start.isoformat(), "end": end.isoformat()},
         )
     return exc
 

@@ -6,6 +6,7 @@ stores, logs or returns the token anywhere but in the ticket it hands back.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -31,11 +32,12 @@ class Ticket:
     role: JoinRole
 
 
-class Provider:
+class Provider(ABC):
     """Signs join tokens for one kind of backend."""
 
     kind: ClassVar[str]
 
+    @abstractmethod
     def mint(
         self,
         *,
@@ -47,4 +49,4 @@ class Provider:
         role: JoinRole,
         ttl: timedelta,
     ) -> Ticket:
-        raise NotImplementedError
+        """A token for ``identity`` in ``room_name``, with the grants of ``role``."""
