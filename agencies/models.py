@@ -214,6 +214,11 @@ class AuditEvent(models.Model):
         Agency, on_delete=models.SET_NULL, null=True, blank=True, related_name="audit_events"
     )
     detail = models.JSONField(default=dict, blank=True)
+    # Set when the change came through the REST API: the key is the actor, ``actor`` the
+    # member the call named (the organizer of a booking).
+    api_key = models.ForeignKey(
+        "ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
 
     class Meta:
         verbose_name = _("audit event")
@@ -226,3 +231,63 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_label} {self.action}"
+
+
+class ApiScope(models.TextChoices):
+    MEETINGS_READ = "meetings:read", _("Read meetings")
+    MEETINGS_WRITE = "meetings:write", _("Create, change and cancel meetings")
+    JOIN_ISSUE = "join:issue", _("Issue join tickets")
+    FREEBUSY_READ = "freebusy:read", _("Read free/busy")
+    FEEDS_MANAGE = "feeds:manage", _("Manage members' calendar feeds")
+    WEBHOOKS_MANAGE = "webhooks:manage", _("Manage webhooks")
+
+
+def validate_scopes(value: Any) -> None:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(item, str) and item in ApiScope.values for item in value)
+    ):
+        raise ValidationError(
+            _("Scopes must be a non-empty list taken from: %(scopes)s."),
+            params={"scopes": ", ".join(ApiScope.values)},
+        )
+
+
+class ApiKey(models.Model):
+    """A key an agency's own system authenticates with: ``vbk_<prefix>_<secret>``.
+
+    Only the SHA-256 of the secret is stored; the prefix finds the row and is the only part
+    that may appear in logs. ``name`` is the integration: two active keys per integration
+    let a system rotate without downtime.
+    """
+
+    agency = models.ForeignKey(Agency, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(_("name"), max_length=100)
+    prefix = models.CharField(max_length=16, unique=True)
+    secret_hash = models.CharField(max_length=64)
+    scopes = models.JSONField(_("scopes"), default=list, validators=[validate_scopes])
+    created_by = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(_("expires"), null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    last_used_ip = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("API key")
+        verbose_name_plural = _("API keys")
+        ordering = ["name", "-created_at"]
+        indexes = [models.Index(fields=["agency", "name"])]
+
+    def __str__(self) -> str:
+        return f"vbk_{self.prefix} ({self.name})"
+
+    def is_active(self, moment: Any = None) -> bool:
+        moment = moment or now()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > moment)
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes

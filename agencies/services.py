@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 
 from allauth.account.models import EmailAddress
 from allauth.usersessions.models import UserSession
@@ -11,7 +12,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone as djtz
@@ -20,10 +21,11 @@ from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 from django.utils.translation import gettext as _
 
-from agencies.models import Agency, Membership, Role, User
+from agencies.apikeys import key_generate, secret_hash
+from agencies.models import Agency, ApiKey, Membership, Role, User
 from agencies.tokens import invitation_token
 from visio_broker.audit import audit_record
-from visio_broker.errors import Conflict, Forbidden, InvalidInput
+from visio_broker.errors import Conflict, Forbidden, InvalidInput, NotFound
 
 Actor = User | str
 
@@ -38,7 +40,9 @@ def _validation_message(exc: ValidationError) -> str:
     return " ".join(exc.messages)
 
 
-def _full_clean(instance: Agency | User | Membership, *, exclude: Iterable[str] = ()) -> None:
+def _full_clean(
+    instance: Agency | User | Membership | ApiKey, *, exclude: Iterable[str] = ()
+) -> None:
     # Uniqueness is checked inside the write's transaction, where it gets its own Conflict code;
     # Django's constraint validation would report a duplicate email as invalid input instead.
     try:
@@ -389,3 +393,111 @@ def profile_update(
             detail=detail,
         )
     return actor
+
+
+# --- API keys ---------------------------------------------------------------------------------
+
+
+def _require_admin_of(actor: User, agency: Agency) -> None:
+    membership = getattr(actor, "membership", None)
+    if membership is None or membership.agency_id != agency.pk:
+        raise NotFound(_("No such agency."))
+    if not membership.is_admin:
+        raise Forbidden(_("Only agency administrators manage API keys."), code="not_admin")
+
+
+# Two active keys per integration: the new one is deployed before the old one is revoked.
+ACTIVE_KEYS_PER_INTEGRATION = 2
+MAX_KEY_LIFETIME_DAYS = 3650
+
+
+def apikey_create(
+    *,
+    actor: Actor,
+    agency: Agency,
+    name: str,
+    scopes: Iterable[str],
+    expires_days: int | None = None,
+) -> tuple[ApiKey, str]:
+    """Create a key; returns the row and the full key, which is shown once and never stored."""
+    if not isinstance(actor, str):
+        _require_admin_of(actor, agency)
+    name = name.strip()
+    if not name:
+        raise InvalidInput(_("Name the integration this key is for."), code="name_required")
+    scope_list = sorted(set(scopes))
+    if expires_days is not None and not 1 <= expires_days <= MAX_KEY_LIFETIME_DAYS:
+        raise InvalidInput(
+            _("A key expires after 1 to %(days)s days.") % {"days": MAX_KEY_LIFETIME_DAYS},
+            code="invalid_expiry",
+        )
+    raw = key_generate()
+    now = djtz.now()
+    key = ApiKey(
+        agency=agency,
+        name=name,
+        prefix=raw.prefix,
+        secret_hash=secret_hash(raw.secret),
+        scopes=scope_list,
+        created_by=None if isinstance(actor, str) else actor,
+        expires_at=now + timedelta(days=expires_days) if expires_days else None,
+    )
+    _full_clean(key, exclude=["prefix", "secret_hash"])
+    with transaction.atomic():
+        # Serializes key creation per agency, so the two-active-keys rule holds under races.
+        Agency.objects.select_for_update().filter(pk=agency.pk).first()
+        active = ApiKey.objects.filter(agency=agency, name=name, revoked_at__isnull=True).filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+        )
+        if active.count() >= ACTIVE_KEYS_PER_INTEGRATION:
+            raise Conflict(
+                _(
+                    "%(name)s already has two active keys. Revoke the older one before "
+                    "creating a new one."
+                )
+                % {"name": name},
+                code="too_many_active_keys",
+            )
+        key.save()
+        audit_record(
+            actor=actor,
+            action="apikey.created",
+            obj=key,
+            agency=agency,
+            detail={"prefix": key.prefix, "name": name, "scopes": scope_list},
+        )
+    return key, str(raw)
+
+
+def apikey_revoke(*, actor: Actor, key: ApiKey) -> ApiKey:
+    if not isinstance(actor, str):
+        _require_admin_of(actor, key.agency)
+    with transaction.atomic():
+        key = ApiKey.objects.select_for_update().get(pk=key.pk)
+        if key.revoked_at is not None:
+            return key
+        key.revoked_at = djtz.now()
+        key.save(update_fields=["revoked_at"])
+        audit_record(
+            actor=actor,
+            action="apikey.revoked",
+            obj=key,
+            agency=key.agency,
+            detail={"prefix": key.prefix, "name": key.name},
+        )
+    return key
+
+
+# last_used_* is a hint for admins ("is this integration still calling?"), not an access log:
+# one write a minute at most, so a busy integration does not turn every read into a write.
+KEY_USE_RESOLUTION = timedelta(minutes=1)
+
+
+def apikey_used(*, key: ApiKey, ip: str | None) -> None:
+    now = djtz.now()
+    if key.last_used_at is not None and now - key.last_used_at < KEY_USE_RESOLUTION:
+        return
+    ApiKey.objects.filter(pk=key.pk).filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - KEY_USE_RESOLUTION)
+    ).update(last_used_at=now, last_used_ip=ip)
+    key.last_used_at, key.last_used_ip = now, ip

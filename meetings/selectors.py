@@ -9,7 +9,7 @@ from datetime import datetime
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.functions import Lower
 
-from agencies.models import Membership, Role, User
+from agencies.models import Agency, Membership, Role, User
 from meetings.models import Attendee, Meeting, MeetingStatus, OccurrenceException
 from meetings.recurrence import expand
 
@@ -24,6 +24,15 @@ def meetings_visible_to(*, user: User) -> QuerySet[Meeting]:
     return Meeting.objects.filter(
         Q(organizer=user) | Exists(attends) | Exists(co_organizes) | Exists(admin_of)
     )
+
+
+def meetings_visible_to_agency(*, agency: Agency) -> QuerySet[Meeting]:
+    """What an agency's API key sees: the meetings the agency hosts (its admins see them too).
+
+    Another agency's meeting is invisible even when this agency's staff attend it: that
+    agency owns it and answers for it.
+    """
+    return Meeting.objects.filter(host_agency=agency)
 
 
 def meetings_of(*, user: User) -> QuerySet[Meeting]:

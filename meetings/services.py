@@ -22,6 +22,7 @@ from django.utils.translation import gettext as _
 from agencies.models import REMINDER_CHOICES_MINUTES, Agency, Role, User
 from agencies.reference import timezones
 from meetings import feeds, invitations
+from meetings.events import MeetingEvent, meeting_event
 from meetings.models import (
     SIGNIFICANT_FIELDS,
     AccessLevel,
@@ -291,6 +292,7 @@ def meeting_schedule(
         room_reserve(actor=actor, meeting=meeting, audit=False)
         invitations.invitations_scheduled(meeting)
         feeds_changed(meeting)
+        meeting_event(meeting, MeetingEvent.CREATED)
         audit_record(
             actor=actor,
             action="meeting.scheduled",
@@ -423,6 +425,7 @@ def meeting_update(
             notify=notify,
         )
         feeds_changed(meeting, also=[a.user_id for a in result.removed])
+        meeting_event(meeting, MeetingEvent.UPDATED)
         audit_record(
             actor=actor,
             action="meeting.updated",
@@ -470,6 +473,7 @@ def meeting_cancel(*, actor: User, meeting: Meeting) -> Meeting:
         room_release_for_meeting(actor=actor, meeting=meeting, audit=False)
         invitations.invitations_cancelled(meeting)
         feeds_changed(meeting)
+        meeting_event(meeting, MeetingEvent.CANCELLED)
         audit_record(
             actor=actor,
             action="meeting.cancelled",
@@ -516,6 +520,7 @@ def _occurrence_exception_save(
     else:
         invitations.invitations_occurrence_moved(meeting, exc.recurrence_id)
     feeds_changed(meeting)
+    meeting_event(meeting, MeetingEvent.UPDATED)
     audit_record(
         actor=actor,
         action=action,
@@ -654,6 +659,8 @@ def series_split(
         )
         feeds_changed(meeting)
         feeds_changed(continuation)
+        meeting_event(meeting, MeetingEvent.UPDATED)
+        meeting_event(continuation, MeetingEvent.CREATED)
         # Before ``changes`` apply: if they bump the continuation's sequence, these rows are
         # superseded at send time (meetings.invitations).
         invitations.invitations_split(meeting, continuation)
@@ -693,6 +700,7 @@ def attendee_respond(*, actor: User | str, attendee: Attendee, partstat: str) ->
         attendee.save(update_fields=["partstat", "responded_at", "updated_at"])
         organizer_reply_notice_enqueue(attendee)
         feeds_changed(attendee.meeting)
+        meeting_event(attendee.meeting, MeetingEvent.ATTENDEE_RESPONDED, attendee=attendee)
         audit_record(
             actor=actor,
             action="attendee.responded",

@@ -105,3 +105,39 @@ def _test_backends(request) -> None:
             for country in TEST_BACKEND_COUNTRIES
         ]
     )
+
+
+ALL_SCOPES = (
+    "meetings:read",
+    "meetings:write",
+    "join:issue",
+    "freebusy:read",
+    "feeds:manage",
+    "webhooks:manage",
+)
+
+
+@pytest.fixture
+def make_api_key(db):
+    """make_api_key(agency, scopes=ALL_SCOPES, **fields) → (ApiKey row, the full key string)."""
+    from agencies.services import apikey_create
+    from visio_broker.audit import CLI
+
+    def make(agency, scopes=ALL_SCOPES, *, name=None, expires_days=None):
+        make.count += 1
+        return apikey_create(
+            actor=CLI,
+            agency=agency,
+            name=name or f"integration-{make.count}",
+            scopes=scopes,
+            expires_days=expires_days,
+        )
+
+    make.count = 0
+    return make
+
+
+def api_client(raw_key: str | None) -> Client:
+    """A Django test client that sends the key as a Bearer token (JSON by default)."""
+    headers = {"Authorization": f"Bearer {raw_key}"} if raw_key else {}
+    return Client(headers=headers)

@@ -1,9 +1,11 @@
-"""Shared infrastructure records: the outbox of outgoing messages."""
+"""Shared infrastructure records: the outbox of outgoing messages, API idempotency keys."""
 
 from __future__ import annotations
 
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
+from rest_framework.utils.encoders import JSONEncoder
 
 
 class NotificationStatus(models.TextChoices):
@@ -64,3 +66,29 @@ def notification_key(
     sequence: int = 0,
 ) -> str:
     return f"{kind}:{meeting_id or '-'}:{recurrence_id or '-'}:{recipient.lower()}:{sequence}"
+
+
+class IdempotentRequest(models.Model):
+    """A POST made with an Idempotency-Key, and the response to replay for 24 hours.
+
+    The row is created before the request runs (the unique constraint makes a concurrent
+    duplicate wait its turn or get 409) and filled in with the response when it ends.
+    """
+
+    api_key = models.ForeignKey(
+        "agencies.ApiKey", on_delete=models.CASCADE, related_name="idempotent_requests"
+    )
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True, encoder=JSONEncoder)
+    response_headers = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "key"], name="idempotency_key_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.status_code or 'running'})"

@@ -1,4 +1,4 @@
-"""Keep calendar feed tokens out of logs and error reports.
+"""Keep calendar feed tokens and API key secrets out of logs and error reports.
 
 A feed URL (``/feeds/<token>.ics``) is a capability: whoever reads it reads the calendar. The
 token is replaced by ``[redacted]`` in log records (Django's request loggers and every handler),
@@ -21,7 +21,13 @@ FEED_PATH = re.compile(r"/feeds/[^/?#.\s\"'<>]+")
 REDACTED_PATH = "/feeds/[redacted]"
 
 
+# An API key that strays into a message (a pasted URL, an exception) keeps only its prefix.
+API_KEY = re.compile(r"\b(vbk_[a-z0-9]{10})_[0-9a-f]{8,}")
+
+
 def redact(text: str) -> str:
+    if "vbk_" in text:
+        text = API_KEY.sub(r"\1_[redacted]", text)
     if "/feeds/" not in text:
         return text
     return FEED_PATH.sub(REDACTED_PATH, text)

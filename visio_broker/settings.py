@@ -10,6 +10,7 @@ Two profiles, chosen by VISIO_ENV:
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -414,10 +415,22 @@ if not PRODUCTION:
 # --- REST API ---------------------------------------------------------------------------------
 
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "visio_broker.api.ApiAutoSchema",
+    # API views inherit visio_broker.api.ApiView, which sets key authentication, scopes and
+    # throttling; the defaults below only guard a view that forgot to.
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "visio_broker.api.problem_exception_handler",
+    "UNAUTHENTICATED_USER": None,
 }
+# Requests per API key: "<count>/<s|m|h|d>", a fixed window shared by all web nodes (Redis).
+API_RATE_LIMIT = env_str("API_RATE_LIMIT", "600/m")
+if not re.fullmatch(r"[1-9][0-9]*/[smhd]", API_RATE_LIMIT):
+    raise ImproperlyConfigured(
+        f"API_RATE_LIMIT must look like 600/m (count per s, m, h or d), not {API_RATE_LIMIT!r}"
+    )
 SPECTACULAR_SETTINGS = {
     "TITLE": "Visio Broker API",
     "VERSION": "1.0.0",
@@ -427,6 +440,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "DESCRIPTION": (
+        "The REST API for agencies' own systems. Authenticate with "
+        "`Authorization: Bearer <api key>`; each operation names the scope it needs. "
+        "Errors are application/problem+json with a stable `code`. POST accepts an "
+        "`Idempotency-Key`; single resources carry an `ETag` that PATCH and DELETE check "
+        "through `If-Match`."
+    ),
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # --- Calendar feeds ---------------------------------------------------------------------------

@@ -1,0 +1,5 @@
+"""REST API: webhooks (to be built)."""
+
+from django.urls import URLPattern
+
+urlpatterns: list[URLPattern] = []

@@ -1,0 +1,563 @@
+"""What every REST endpoint shares: API-key authentication, scopes, per-key throttling,
+application/problem+json errors, Idempotency-Key on POST and ETag / If-Match.
+
+API views inherit ``ApiView`` (or ``ApiGenericView``) and declare ``scopes``, the scope each
+HTTP method needs; everything else here applies by itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from contextvars import Token
+from datetime import timedelta
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, transaction
+from django.http import Http404
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema
+from rest_framework import exceptions, serializers
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.generics import GenericAPIView
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
+from rest_framework.views import APIView
+
+from agencies.apikeys import key_parse, secret_hash, secret_matches
+from agencies.models import Agency, ApiKey
+from agencies.services import apikey_used
+from visio_broker.audit import _acting_key
+from visio_broker.errors import DomainError, NoCapacity
+from visio_broker.models import IdempotentRequest
+
+if TYPE_CHECKING:
+    from rest_framework.permissions import _PermissionClass
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "urn:visio-broker:problem:"
+IDEMPOTENCY_TTL = timedelta(hours=24)
+# A first request that has not finished after this long is taken to have died with its worker.
+IDEMPOTENCY_ABANDONED_AFTER = timedelta(minutes=5)
+_DUMMY_HASH = secret_hash("no such key")
+
+
+# --- Authentication and scopes -----------------------------------------------------------------
+
+
+class ApiClient:
+    """``request.user`` of an API call: the agency's system, acting through one key."""
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+
+    def __init__(self, key: ApiKey) -> None:
+        self.key = key
+        self.agency: Agency = key.agency
+
+    def __str__(self) -> str:
+        return f"api-key:vbk_{self.key.prefix}"
+
+
+def client_ip(request: Request) -> str | None:
+    from meetings.feeds import client_address
+
+    return client_address(request._request) or None
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    """``Authorization: Bearer vbk_<prefix>_<secret>``; a bad, revoked or expired key is 401."""
+
+    def authenticate(self, request: Request) -> tuple[ApiClient, ApiKey] | None:
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if not header:
+            return None
+        scheme, _sep, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise exceptions.AuthenticationFailed(
+                _("Send the API key as: Authorization: Bearer <key>."), code="invalid_key"
+            )
+        raw = key_parse(value)
+        key = (
+            ApiKey.objects.select_related("agency").filter(prefix=raw.prefix).first()
+            if raw
+            else None
+        )
+        # Compare even when nothing was found, so timing does not tell which prefixes exist.
+        matches = secret_matches(raw.secret if raw else "", key.secret_hash if key else _DUMMY_HASH)
+        if key is None or not matches:
+            raise exceptions.AuthenticationFailed(_("Unknown API key."), code="invalid_key")
+        if key.revoked_at is not None:
+            raise exceptions.AuthenticationFailed(
+                _("This API key has been revoked."), code="key_revoked"
+            )
+        if not key.is_active():
+            raise exceptions.AuthenticationFailed(
+                _("This API key has expired."), code="key_expired"
+            )
+        apikey_used(key=key, ip=client_ip(request))
+        return ApiClient(key), key
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "visio_broker.api.ApiKeyAuthentication"
+    name = "ApiKey"
+
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, str]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "vbk_<prefix>_<secret>",
+            "description": "An agency API key, created by an agency admin or `apikey_create`.",
+        }
+
+
+class InsufficientScope(exceptions.PermissionDenied):
+    default_code = "insufficient_scope"
+
+
+def required_scope(view: Any, method: str) -> str | None:
+    scopes: dict[str, str] = getattr(view, "scopes", {})
+    method = method.upper()
+    if method == "HEAD":
+        method = "GET"
+    return scopes.get(method)
+
+
+class HasScope(BasePermission):
+    """The key must carry the scope the view declares for the method."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        key = request.auth
+        if not isinstance(key, ApiKey):
+            raise exceptions.NotAuthenticated(
+                _("Send an API key: Authorization: Bearer <key>."), code="not_authenticated"
+            )
+        scope = required_scope(view, request.method or "GET")
+        if scope is not None and not key.has_scope(scope):
+            raise InsufficientScope(_("This API key lacks the %(scope)s scope.") % {"scope": scope})
+        return True
+
+
+class ApiKeyThrottle(BaseThrottle):
+    """A fixed window per key: one counter increment per request in the shared cache.
+
+    The cache fails open (visio_broker.cache): with Redis down, calls are not throttled.
+    """
+
+    def __init__(self) -> None:
+        self.limit, self.window = _parse_rate(settings.API_RATE_LIMIT)
+        self._wait = 0.0
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        key = request.auth
+        if not isinstance(key, ApiKey):
+            return True
+        now = time.time()
+        slot = int(now // self.window)
+        name = f"api-throttle:{key.prefix}:{slot}"
+        cache.add(name, 0, timeout=self.window + 1)
+        try:
+            count = cache.incr(name)
+        except ValueError:  # expired between add and incr
+            cache.set(name, 1, timeout=self.window + 1)
+            count = 1
+        if count > self.limit:
+            self._wait = (slot + 1) * self.window - now
+            return False
+        return True
+
+    def wait(self) -> float:
+        return max(1.0, self._wait)
+
+
+def _parse_rate(rate: str) -> tuple[int, int]:
+    count, _sep, period = rate.partition("/")
+    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400}[period[:1]]
+    return int(count), seconds
+
+
+# --- Errors as application/problem+json (RFC 9457) --------------------------------------------
+
+
+class PreconditionFailed(exceptions.APIException):
+    status_code = 412
+    default_detail = "The resource changed since you read it; fetch it again."
+    default_code = "precondition_failed"
+
+
+class IdempotencyKeyReused(exceptions.APIException):
+    status_code = 422
+    default_detail = "This Idempotency-Key was already used with a different request."
+    default_code = "idempotency_key_reused"
+
+
+class IdempotencyInProgress(exceptions.APIException):
+    status_code = 409
+    default_detail = "A request with this Idempotency-Key is still being processed; retry later."
+    default_code = "idempotency_in_progress"
+
+
+class ProblemFieldSerializer(serializers.Serializer[Any]):
+    field = serializers.CharField(help_text="Dotted path of the field, e.g. attendees.0.email.")
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class ProblemSerializer(serializers.Serializer[Any]):
+    """RFC 9457 problem details; ``code`` is the stable machine code to branch on."""
+
+    type = serializers.CharField()
+    title = serializers.CharField()
+    status = serializers.IntegerField()
+    detail = serializers.CharField()
+    code = serializers.CharField()
+    instance = serializers.CharField(required=False)
+    # The metaclass moves declared fields away, so this does not shadow Serializer.errors.
+    errors = ProblemFieldSerializer(many=True, required=False)  # type: ignore[assignment]
+
+
+def _flatten(detail: Any, path: str = "") -> list[dict[str, str]]:
+    if isinstance(detail, dict):
+        return [
+            item
+            for name, value in detail.items()
+            for item in _flatten(value, f"{path}.{name}" if path else str(name))
+        ]
+    if isinstance(detail, list):
+        if all(isinstance(item, exceptions.ErrorDetail) for item in detail):
+            return [
+                {
+                    "field": path or "non_field_errors",
+                    "code": item.code or "invalid",
+                    "message": item,
+                }
+                for item in detail
+            ]
+        return [
+            item
+            for index, value in enumerate(detail)
+            for item in _flatten(value, f"{path}.{index}" if path else str(index))
+        ]
+    return [
+        {
+            "field": path or "non_field_errors",
+            "code": getattr(detail, "code", "invalid") or "invalid",
+            "message": str(detail),
+        }
+    ]
+
+
+def problem_response(
+    *,
+    status: int,
+    code: str,
+    detail: str,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": f"{PROBLEM_TYPE_BASE}{code}",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": str(detail),
+        "code": code,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    return Response(body, status=status, headers=headers, content_type=PROBLEM_CONTENT_TYPE)
+
+
+def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """REST_FRAMEWORK's EXCEPTION_HANDLER: domain errors keep their code and message."""
+    request = context.get("request")
+    instance = request.path if request is not None else None
+    if isinstance(exc, DomainError):
+        extra: dict[str, Any] = {}
+        if isinstance(exc, NoCapacity):
+            extra = {
+                "window_start": exc.window_start.isoformat(),
+                "window_end": exc.window_end.isoformat(),
+            }
+        return problem_response(
+            status=exc.status, code=exc.code, detail=exc.message, instance=instance, **extra
+        )
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(_("Not found."))
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    if not isinstance(exc, exceptions.APIException):
+        return None
+    headers: dict[str, str] = {}
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header  # type: ignore[attr-defined]
+    wait = getattr(exc, "wait", None)
+    if isinstance(exc, exceptions.Throttled) and wait is not None:
+        headers["Retry-After"] = str(int(wait + 0.999))
+    if isinstance(exc, exceptions.ValidationError):
+        errors = _flatten(exc.detail)
+        return problem_response(
+            status=exc.status_code,
+            code="invalid",
+            detail=_("Some fields are not valid; see errors."),
+            instance=instance,
+            headers=headers,
+            errors=errors,
+        )
+    code = exc.get_codes()
+    if not isinstance(code, str):
+        code = exc.default_code
+    return problem_response(
+        status=exc.status_code,
+        code=code,
+        detail=str(exc.detail),
+        instance=instance,
+        headers=headers,
+    )
+
+
+# --- Conditional requests --------------------------------------------------------------------
+
+
+def representation_etag(data: Any) -> str:
+    """A strong ETag of what the client was shown: any visible change changes it."""
+    encoded = json.dumps(data, sort_keys=True, separators=(",", ":"), cls=DjangoJSONEncoder)
+    return '"' + hashlib.sha256(encoded.encode()).hexdigest()[:32] + '"'
+
+
+def if_match_check(request: Request, current_etag: str) -> None:
+    """Refuse the write with 412 when the client's If-Match names another version."""
+    header = request.headers.get("If-Match")
+    if not header:
+        return
+    tags = [tag.strip() for tag in header.split(",")]
+    # Strong comparison (RFC 9110 13.1.1): weak tags never match.
+    if "*" not in tags and current_etag not in tags:
+        raise PreconditionFailed()
+
+
+# --- Idempotency-Key -------------------------------------------------------------------------
+
+
+class _Replay(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+def _fingerprint(request: Request) -> str:
+    digest = hashlib.sha256()
+    digest.update(f"{request.method} {request.path}\n".encode())
+    digest.update(request.body)
+    return digest.hexdigest()
+
+
+def idempotency_begin(request: Request, key: ApiKey, idempotency_key: str) -> IdempotentRequest:
+    """Claim the key for this request, or replay / refuse when it was seen before."""
+    if not 1 <= len(idempotency_key) <= 255:
+        raise exceptions.ValidationError(
+            {"Idempotency-Key": [_("Use 1 to 255 characters.")]}, code="invalid"
+        )
+    fingerprint = _fingerprint(request)
+    now = timezone.now()
+    for _attempt in range(2):
+        try:
+            with transaction.atomic():
+                return IdempotentRequest.objects.create(
+                    api_key=key, key=idempotency_key, fingerprint=fingerprint, created_at=now
+                )
+        except IntegrityError:
+            seen = IdempotentRequest.objects.filter(api_key=key, key=idempotency_key).first()
+            if seen is None:
+                continue
+            if seen.created_at < now - IDEMPOTENCY_TTL or (
+                seen.status_code is None and seen.created_at < now - IDEMPOTENCY_ABANDONED_AFTER
+            ):
+                IdempotentRequest.objects.filter(pk=seen.pk, created_at=seen.created_at).delete()
+                continue
+            if seen.fingerprint != fingerprint:
+                raise IdempotencyKeyReused() from None
+            if seen.status_code is None:
+                raise IdempotencyInProgress() from None
+            response = Response(
+                seen.response_body,
+                status=seen.status_code,
+                headers={**seen.response_headers, "Idempotent-Replayed": "true"},
+                content_type=seen.response_headers.get("Content-Type"),
+            )
+            raise _Replay(response) from None
+    raise IdempotencyInProgress()
+
+
+_REPLAYED_HEADERS = ("Location", "ETag")
+
+
+def idempotency_finish(record: IdempotentRequest, response: Response) -> None:
+    if response.status_code >= 500 or response.status_code == 429:
+        # Nothing was done (or we cannot say): the client may retry with the same key.
+        IdempotentRequest.objects.filter(pk=record.pk).delete()
+        return
+    headers = {name: response[name] for name in _REPLAYED_HEADERS if name in response}
+    # Not set yet: the renderer sets it after this point.
+    headers["Content-Type"] = response.content_type or "application/json"
+    IdempotentRequest.objects.filter(pk=record.pk).update(
+        status_code=response.status_code,
+        response_body=getattr(response, "data", None),
+        response_headers=headers,
+    )
+
+
+def idempotent_requests_purge() -> int:
+    deleted, _rows = IdempotentRequest.objects.filter(
+        created_at__lt=timezone.now() - IDEMPOTENCY_TTL
+    ).delete()
+    return deleted
+
+
+# --- Base views ------------------------------------------------------------------------------
+
+
+class ApiViewMixin:
+    """Authentication, scopes, throttling, idempotency and audit attribution for API views."""
+
+    authentication_classes: Sequence[type[BaseAuthentication]] = [ApiKeyAuthentication]
+    permission_classes: Sequence[_PermissionClass] = [HasScope]
+    throttle_classes: Sequence[type[BaseThrottle]] = [ApiKeyThrottle]
+    _audit_token: Token[ApiKey | None] | None = None
+    _idempotency: IdempotentRequest | None = None
+    # HTTP method → the scope it needs, e.g. {"GET": "meetings:read"}.
+    scopes: ClassVar[dict[str, str]] = {}
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        key: ApiKey = request.auth  # type: ignore[assignment]  # HasScope checked it
+        self._audit_token = _acting_key.set(key)
+        idempotency_key = request.headers.get("Idempotency-Key")
+        if request.method == "POST" and idempotency_key is not None:
+            self._idempotency = idempotency_begin(request, key, idempotency_key)
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, _Replay):
+            return exc.response
+        return super().handle_exception(exc)  # type: ignore[misc]
+
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        token = getattr(self, "_audit_token", None)
+        if token is not None:
+            _acting_key.reset(token)
+            self._audit_token = None
+        record = getattr(self, "_idempotency", None)
+        if record is not None:
+            self._idempotency = None
+            idempotency_finish(record, response)
+        return response
+
+    @property
+    def agency(self) -> Agency:
+        return self.request.auth.agency  # type: ignore[attr-defined]
+
+
+class ApiView(ApiViewMixin, APIView):
+    pass
+
+
+class ApiGenericView(ApiViewMixin, GenericAPIView[Any]):
+    pass
+
+
+# --- OpenAPI ---------------------------------------------------------------------------------
+
+_COMMON_ERRORS = {
+    400: "Invalid input: `errors` lists each field.",
+    401: "Missing, unknown, revoked or expired API key.",
+    403: "The key lacks the scope this operation needs (`insufficient_scope`).",
+    429: "Too many requests for this key; wait `Retry-After` seconds.",
+}
+_OBJECT_ERRORS = {404: "No such object, or it belongs to another agency."}
+_WRITE_ERRORS = {
+    409: "Conflict with the current state (e.g. `no_capacity`, `idempotency_in_progress`).",
+    503: "No media backend is available for the agency (`backend_unavailable`).",
+}
+_POST_ERRORS = {422: "The Idempotency-Key was used before with a different body."}
+_CONDITIONAL_ERRORS = {412: "If-Match names a version that is no longer current."}
+
+
+class ApiAutoSchema(AutoSchema):
+    """Documents each operation's scope, the Idempotency-Key and If-Match headers and the
+    problem+json errors it can answer."""
+
+    def get_operation(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        operation = super().get_operation(*args, **kwargs)
+        if operation is None or not isinstance(self.view, ApiViewMixin):
+            return operation
+        method = self.method.upper()
+        scope = required_scope(self.view, method)
+        if scope:
+            note = f"Required scope: `{scope}`."
+            description = operation.get("description", "")
+            operation["description"] = f"{description}\n\n{note}" if description else note
+            operation["x-required-scopes"] = [scope]
+        errors = dict(_COMMON_ERRORS)
+        if "{" in self.path:
+            errors.update(_OBJECT_ERRORS)
+        if method in ("POST", "PUT", "PATCH", "DELETE"):
+            errors.update(_WRITE_ERRORS)
+        if method == "POST":
+            errors.update(_POST_ERRORS)
+        if method in ("PATCH", "PUT", "DELETE"):
+            errors.update(_CONDITIONAL_ERRORS)
+        problem = self.resolve_serializer(ProblemSerializer, "response").ref
+        responses = operation.setdefault("responses", {})
+        for status, text in errors.items():
+            responses.setdefault(
+                str(status),
+                {"description": text, "content": {PROBLEM_CONTENT_TYPE: {"schema": problem}}},
+            )
+        return operation
+
+    def get_override_parameters(self) -> list[Any]:
+        from drf_spectacular.utils import OpenApiParameter
+
+        parameters = list(super().get_override_parameters())
+        method = self.method.upper()
+        if isinstance(self.view, ApiViewMixin) and method == "POST":
+            parameters.append(
+                OpenApiParameter(
+                    "Idempotency-Key",
+                    str,
+                    OpenApiParameter.HEADER,
+                    description=(
+                        "Makes the POST safe to retry: the same key with the same body returns "
+                        "the original response for 24 hours; with another body, 422."
+                    ),
+                )
+            )
+        if isinstance(self.view, ApiViewMixin) and method in ("PATCH", "PUT", "DELETE"):
+            parameters.append(
+                OpenApiParameter(
+                    "If-Match",
+                    str,
+                    OpenApiParameter.HEADER,
+                    description="The ETag you read; a stale one answers 412.",
+                )
+            )
+        return parameters
