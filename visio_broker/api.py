@@ -443,13 +443,16 @@ class ApiViewMixin:
     _idempotency: IdempotentRequest | None = None
     # HTTP method → the scope it needs, e.g. {"GET": "meetings:read"}.
     scopes: ClassVar[dict[str, str]] = {}
+    # False for POSTs whose response holds a secret (a join token, a feed URL): it must not be
+    # kept for replay, so the Idempotency-Key is ignored; such POSTs are safe to repeat anyway.
+    idempotent_replay: ClassVar[bool] = True
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
         key: ApiKey = request.auth  # type: ignore[assignment]  # HasScope checked it
         self._audit_token = _acting_key.set(key)
         idempotency_key = request.headers.get("Idempotency-Key")
-        if request.method == "POST" and idempotency_key is not None:
+        if request.method == "POST" and idempotency_key is not None and self.idempotent_replay:
             self._idempotency = idempotency_begin(request, key, idempotency_key)
 
     def handle_exception(self, exc: Exception) -> Response:
@@ -539,7 +542,7 @@ class ApiAutoSchema(AutoSchema):
 
         parameters = list(super().get_override_parameters())
         method = self.method.upper()
-        if isinstance(self.view, ApiViewMixin) and method == "POST":
+        if isinstance(self.view, ApiViewMixin) and method == "POST" and self.view.idempotent_replay:
             parameters.append(
                 OpenApiParameter(
                     "Idempotency-Key",
