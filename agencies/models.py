@@ -291,3 +291,123 @@ class ApiKey(models.Model):
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
+
+
+# --- Agency webhooks ---------------------------------------------------------------------------
+
+
+class WebhookEventType(models.TextChoices):
+    MEETING_CREATED = "meeting.created", _("Meeting created")
+    MEETING_UPDATED = "meeting.updated", _("Meeting updated")
+    MEETING_CANCELLED = "meeting.cancelled", _("Meeting cancelled")
+    ATTENDEE_RESPONDED = "attendee.responded", _("Attendee responded")
+    ROOM_STARTED = "room.started", _("Room started")
+    ROOM_FINISHED = "room.finished", _("Room finished")
+
+
+def validate_event_types(value: Any) -> None:
+    if (
+        not isinstance(value, list)
+        or not value
+        or len(set(value)) != len(value)
+        or not all(isinstance(item, str) and item in WebhookEventType.values for item in value)
+    ):
+        raise ValidationError(
+            _("Event types must be a non-empty list taken from: %(types)s."),
+            params={"types": ", ".join(WebhookEventType.values)},
+        )
+
+
+class WebhookDisabledReason(models.TextChoices):
+    NONE = "", _("Enabled")
+    BY_ADMIN = "admin", _("Disabled by the agency")
+    GONE = "gone", _("The receiver answered 410 Gone")
+
+
+class WebhookEndpoint(models.Model):
+    """A URL of the agency's own system that receives signed events (Standard Webhooks).
+
+    The signing secret is not stored: it is HMAC(WEBHOOK_SECRET_KEY, "pk:nonce"), shown once at
+    creation and at each rotation, so a database dump alone cannot forge deliveries. During a
+    rotation the previous nonce keeps signing too (two signatures) until ``previous_secret_until``.
+    A deleted endpoint is kept (``deleted_at``) with its delivery log, and no longer delivers.
+    """
+
+    agency = models.ForeignKey(Agency, on_delete=models.CASCADE, related_name="webhook_endpoints")
+    url = models.URLField(_("URL"), max_length=2000)
+    event_types = models.JSONField(_("event types"), validators=[validate_event_types])
+    description = models.CharField(_("description"), max_length=200, blank=True)
+    enabled = models.BooleanField(_("enabled"), default=True)
+    disabled_reason = models.CharField(
+        max_length=16, choices=WebhookDisabledReason.choices, blank=True, default=""
+    )
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    secret_nonce = models.CharField(max_length=64)
+    previous_secret_nonce = models.CharField(max_length=64, blank=True)
+    previous_secret_until = models.DateTimeField(null=True, blank=True)
+    secret_rotated_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("webhook endpoint")
+        verbose_name_plural = _("webhook endpoints")
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["agency", "enabled"], name="webhook_endpoint_agency_idx")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(enabled=False) | models.Q(disabled_reason=""),
+                name="webhook_endpoint_enabled_has_no_reason",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agency} → {self.url}"
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+
+class WebhookAttempt(models.Model):
+    """One delivery attempt of one webhook message to one endpoint: the delivery log."""
+
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="attempts"
+    )
+    notification = models.ForeignKey(
+        "visio_broker.Notification",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    webhook_id = models.CharField(max_length=64)
+    event_type = models.CharField(max_length=64)
+    attempt = models.PositiveIntegerField()
+    succeeded = models.BooleanField(default=False)
+    # None when no HTTP answer came back (timeout, refused connection, TLS error).
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    # When the next attempt is due; None after a success or the last attempt.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    at = models.DateTimeField(default=now)
+
+    class Meta:
+        verbose_name = _("webhook delivery attempt")
+        verbose_name_plural = _("webhook delivery attempts")
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["endpoint", "-id"], name="webhook_attempt_endpoint_idx")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["notification", "attempt"], name="webhook_attempt_once_per_number"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.webhook_id} #{self.attempt}: {self.status_code or self.error[:40]}"

@@ -372,3 +372,48 @@ class Reminder(models.Model):
 
     def __str__(self) -> str:
         return f"{self.meeting} @ {self.occurrence_key} → {self.attendee} (-{self.offset_minutes})"
+
+
+class ChangeType(models.TextChoices):
+    CREATED = "created", _("Created")
+    UPDATED = "updated", _("Updated")
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+class ChangeCounter(models.Model):
+    """Per agency: the last delta-sync sequence number handed out and how far changes were
+    purged. Its row lock orders an agency's changes by commit (meetings.changes)."""
+
+    agency = models.OneToOneField(
+        Agency, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    value = models.BigIntegerField(default=0)
+    # Changes with seq <= this were purged: a cursor below it cannot be served any more.
+    purged_through = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.agency_id}: {self.value}"
+
+
+class MeetingChange(models.Model):
+    """One entry of an agency's delta sync (``changes/``), numbered in commit order."""
+
+    agency = models.ForeignKey(Agency, on_delete=models.CASCADE, related_name="+")
+    seq = models.BigIntegerField()
+    # No foreign key: the entry outlives its meeting, should one ever be deleted.
+    meeting_id = models.BigIntegerField()
+    type = models.CharField(max_length=16, choices=ChangeType.choices)
+    changed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            # Also the index of the sync query: (agency, seq > cursor) in seq order.
+            models.UniqueConstraint(fields=["agency", "seq"], name="meeting_change_seq_unique"),
+            models.CheckConstraint(
+                condition=Q(type__in=ChangeType.values), name="meeting_change_type_valid"
+            ),
+        ]
+        indexes = [models.Index(fields=["changed_at"], name="meeting_change_purge_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.agency_id}#{self.seq} {self.type} meeting {self.meeting_id}"

@@ -181,3 +181,29 @@ def active_users_by_email(emails: Iterable[str]) -> dict[str, User]:
         return {}
     users = User.objects.filter(is_active=True).annotate(email_ci=Lower("email"))
     return {user.email.lower(): user for user in users.filter(email_ci__in=wanted)}
+
+
+def meeting_acting_member(*, meeting: Meeting) -> User | None:
+    """Whom an agency's API key acts for when it changes ``meeting``.
+
+    The organizer while they are an active member of the host agency; once they are gone
+    (deactivated, moved agency), the host agency's longest-standing active admin, so the
+    agency's system can still change or cancel the meeting. None when there is neither.
+    """
+    organizer = meeting.organizer
+    membership = getattr(organizer, "membership", None)
+    if (
+        organizer.is_active
+        and membership is not None
+        and membership.agency_id == meeting.host_agency_id
+    ):
+        return organizer
+    admin = (
+        Membership.objects.filter(
+            agency_id=meeting.host_agency_id, role=Role.ADMIN, user__is_active=True
+        )
+        .select_related("user")
+        .order_by("created_at", "pk")
+        .first()
+    )
+    return None if admin is None else admin.user

@@ -20,7 +20,12 @@ from django.utils.translation import gettext as _
 from agencies.models import Agency, Membership, User
 from agencies.selectors import membership_of
 from meetings.models import AccessLevel, Attendee, AttendeeRole, Meeting
-from meetings.selectors import Occurrence, meeting_occurrences, occurrence_at
+from meetings.selectors import (
+    Occurrence,
+    meeting_occurrences,
+    meetings_visible_to_agency,
+    occurrence_at,
+)
 from rooms.models import (
     Attendance,
     LobbyEntry,
@@ -439,3 +444,30 @@ def adhoc_room_abilities(
         and membership.agency_id == reservation.agency_id
     )
     return {"join": True, "join_as_moderator": creator, "close": creator or admin}
+
+
+# --- Join through an agency's API ---------------------------------------------------------------
+
+
+def _with_join_ties(meetings: QuerySet[Meeting], user: User | None) -> QuerySet[Meeting]:
+    """``meetings`` with their room and backend and ``user``'s ties to them, as
+    meeting_for_join reads them (join_access then needs no other query)."""
+    meetings = meetings.select_related("reservation__backend")
+    if user is None:
+        return meetings
+    return meetings.annotate(
+        viewer_id=Value(user.pk),
+        viewer_co_organizer=Exists(
+            Meeting.co_organizers.through.objects.filter(meeting=OuterRef("pk"), user=user.pk)
+        ),
+        viewer_attendee_role=Subquery(
+            Attendee.objects.filter(meeting=OuterRef("pk"), user=user.pk).values("role")[:1]
+        ),
+        viewer_agency_id=Subquery(Membership.objects.filter(user=user.pk).values("agency_id")[:1]),
+    )
+
+
+def meeting_for_agency_join(*, agency: Agency, pk: int, user: User | None) -> Meeting | None:
+    """meeting_for_join among the meetings ``agency``'s API key sees, in one query: another
+    agency's meeting is None whoever the ticket is for."""
+    return _with_join_ties(meetings_visible_to_agency(agency=agency), user).filter(pk=pk).first()

@@ -19,7 +19,8 @@ class Notification(models.Model):
 
     ``dedup_key`` is unique per (meeting, occurrence, recipient, sequence, kind), so a retried
     transaction or a re-run planner can never queue the same message twice. A relay task sends
-    pending rows and marks them; the sweeper picks up rows whose relay never ran.
+    pending rows and marks them; the sweeper picks up rows whose relay never ran, and rows whose
+    ``next_attempt_at`` has come.
     """
 
     kind = models.CharField(max_length=64)
@@ -40,6 +41,9 @@ class Notification(models.Model):
     )
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
+    # Set by a sender that keeps its own retry schedule (webhooks: a day of retries): the row
+    # is not delivered before, and the sweeper re-queues it once due. Empty: the relay's backoff.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
 
@@ -51,6 +55,11 @@ class Notification(models.Model):
                 name="notification_pending_idx",
             ),
             models.Index(fields=["meeting", "kind"], name="notification_meeting_idx"),
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status="pending", next_attempt_at__isnull=False),
+                name="notification_retry_due_idx",
+            ),
         ]
 
     def __str__(self) -> str:

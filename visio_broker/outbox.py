@@ -7,6 +7,10 @@ caused it, then relayed by Celery.
 - Senders are registered per kind with ``@sender("kind")``; they raise
   ``TemporaryDeliveryError`` (retried with backoff) or ``PermanentDeliveryError`` (recorded on the
   row, never retried). A row already sent is never sent again.
+- A sender may keep its own, longer retry schedule (webhooks retry for a day): its
+  ``TemporaryDeliveryError(retry_at=...)`` is stored as the row's ``next_attempt_at``; the row is
+  not delivered before then, the relay retries it itself only when that is near, and otherwise
+  the sweeper re-queues it once due (no long Celery ETAs: Redis redelivers them).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.mail import EmailMessage
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from visio_broker.models import Notification, NotificationStatus, notification_key
@@ -37,7 +42,14 @@ class DeliveryError(Exception):
 
 
 class TemporaryDeliveryError(DeliveryError):
-    """Worth retrying: SMTP 4xx, connection refused, timeouts."""
+    """Worth retrying: SMTP 4xx, connection refused, timeouts.
+
+    ``retry_at``: when the sender wants the next attempt; None leaves it to the relay's backoff.
+    """
+
+    def __init__(self, message: str, *, retry_at: datetime | None = None) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
 
 
 class PermanentDeliveryError(DeliveryError):
@@ -121,6 +133,8 @@ def notification_deliver(*, notification_id: int) -> str:
         notification = (
             Notification.objects.select_for_update(skip_locked=True)
             .filter(pk=notification_id, status=NotificationStatus.PENDING)
+            # Not before its sender's next attempt time: an early relay or sweep is a no-op.
+            .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=timezone.now()))
             .first()
         )
         if notification is None:
@@ -134,29 +148,38 @@ def notification_deliver(*, notification_id: int) -> str:
         except TemporaryDeliveryError as exc:
             # Recorded here and raised after the commit, so the attempt is not rolled back.
             notification.last_error = str(exc)[:2000]
-            notification.save(update_fields=["attempts", "last_error"])
+            notification.next_attempt_at = exc.retry_at
+            notification.save(update_fields=["attempts", "last_error", "next_attempt_at"])
             retry_later = exc
         except PermanentDeliveryError as exc:
             notification.status = NotificationStatus.FAILED
             notification.last_error = str(exc)[:2000]
-            notification.save(update_fields=["attempts", "status", "last_error"])
+            notification.next_attempt_at = None
+            notification.save(update_fields=["attempts", "status", "last_error", "next_attempt_at"])
             return "failed"
         else:
             notification.status = NotificationStatus.SENT
             notification.sent_at = timezone.now()
             notification.last_error = ""
-            notification.save(update_fields=["attempts", "status", "sent_at", "last_error"])
+            notification.next_attempt_at = None
+            notification.save(
+                update_fields=["attempts", "status", "sent_at", "last_error", "next_attempt_at"]
+            )
     if retry_later is not None:
         raise retry_later
     return "sent"
 
 
 def notifications_stale(*, older_than: timedelta | None = None, limit: int = 500) -> list[int]:
-    """Pending rows whose relay apparently never ran (broker down, crash after commit)."""
+    """Pending rows whose relay apparently never ran (broker down, crash after commit), and
+    rows whose sender's next attempt time has come."""
     age = older_than or timedelta(seconds=settings.OUTBOX_SWEEP_AFTER_SECONDS)
+    now = timezone.now()
     return list(
-        Notification.objects.filter(
-            status=NotificationStatus.PENDING, created_at__lt=timezone.now() - age
+        Notification.objects.filter(status=NotificationStatus.PENDING)
+        .filter(
+            Q(next_attempt_at__isnull=True, created_at__lt=now - age)
+            | Q(next_attempt_at__lte=now)
         )
         .order_by("created_at")
         .values_list("pk", flat=True)[:limit]

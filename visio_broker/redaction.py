@@ -67,7 +67,8 @@ def _feed_token_of(request: HttpRequest | None) -> str | None:
 
 
 class RedactingExceptionReporterFilter(SafeExceptionReporterFilter):
-    """Django's filter, plus: feed tokens hidden from the request's META and frame variables.
+    """Django's filter, plus: feed tokens and API key secrets hidden from the request's META and
+    frame variables.
 
     Frame variables hold the token in forms no pattern finds (the view's kwargs, a resolver
     match): any variable whose text shows the request's token is shown redacted.
@@ -85,7 +86,7 @@ class RedactingExceptionReporterFilter(SafeExceptionReporterFilter):
                 shown = value if isinstance(value, str) else repr(value)
             except Exception:  # a broken __repr__ must not break the report
                 shown = ""
-            if (token and token in shown) or "/feeds/" in shown:
+            if (token and token in shown) or "/feeds/" in shown or "vbk_" in shown:
                 value = redact(shown.replace(token, "[redacted]") if token else shown)
             cleansed.append((name, value))
         return cleansed

@@ -259,12 +259,32 @@ ORGANIZER_NOTICE_BATCH_SECONDS = env_int("ORGANIZER_NOTICE_BATCH_SECONDS", 60, m
 if ORGANIZER_NOTICE_BATCH_SECONDS > 300:
     raise ImproperlyConfigured("ORGANIZER_NOTICE_BATCH_SECONDS must be at most 300")
 
+# --- Agency webhooks ----------------------------------------------------------------------------
+
+# Key of the HMAC that turns an endpoint's stored nonce into its signing secret (agencies.webhooks).
+# Apart from SECRET_KEY so that one can be rotated alone; changing it changes every secret.
+WEBHOOK_SECRET_KEY = env_secret("WEBHOOK_SECRET_KEY") or (
+    hashlib.sha256(f"webhook-secret-key:{SECRET_KEY}".encode()).hexdigest()
+)
+if len(WEBHOOK_SECRET_KEY) < 32:
+    raise ImproperlyConfigured("WEBHOOK_SECRET_KEY must be at least 32 characters long")
+# Receivers must be https:// and on public addresses in production (no SSRF towards the
+# platform's own network); development and tests deliver to local http:// receivers.
+WEBHOOK_ALLOW_HTTP = env_bool("WEBHOOK_ALLOW_HTTP", default=not PRODUCTION)
+WEBHOOK_ALLOW_PRIVATE_NETWORKS = env_bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=not PRODUCTION)
+
 # --- Reminders ----------------------------------------------------------------------------------
 
 # The planner materialises reminders of occurrences starting within this many hours; it runs
 # every minute, the sender every 30 seconds (meetings.reminders). At least 25: the one-day
 # reminder must exist before it is due.
 REMINDER_HORIZON_HOURS = env_int("REMINDER_HORIZON_HOURS", 48, minimum=25)
+
+# --- Delta sync (GET /api/v1/changes/) ----------------------------------------------------------
+
+# Changes are kept this many days (meetings.changes_purge, daily); a client whose cursor is older
+# answers 410 Gone and syncs again in full.
+CHANGES_RETENTION_DAYS = env_int("CHANGES_RETENTION_DAYS", 30, minimum=1)
 
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "meetings.reminders_plan": {
@@ -276,6 +296,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "meetings.reminders_send",
         "schedule": 30.0,
         "options": {"expires": 30},
+    },
+    "meetings.changes_purge": {
+        "task": "meetings.changes_purge",
+        "schedule": 24 * 3600.0,
+        "options": {"expires": 3600},
     },
     "visio_broker.outbox_sweep": {
         "task": "visio_broker.outbox_sweep",

@@ -1,5 +1,8 @@
+import math
+
 from celery import shared_task
 from django.conf import settings
+from django.utils import timezone
 
 from visio_broker.outbox import (
     TemporaryDeliveryError,
@@ -23,18 +26,26 @@ def ping() -> str:
     max_retries=8,
 )
 def outbox_relay(self, notification_id: int) -> str:
-    """Deliver one outbox row; temporary failures retry with exponential backoff (capped)."""
+    """Deliver one outbox row; temporary failures retry with exponential backoff (capped), or
+    at the time the sender asked for."""
     try:
         return notification_deliver(notification_id=notification_id)
     except TemporaryDeliveryError as exc:
         # Capped well below Redis' visibility timeout: no long ETAs (DESIGN, flow 5).
-        delay = min(settings.OUTBOX_RETRY_MAX_SECONDS, 10 * 2**self.request.retries)
+        if exc.retry_at is not None:
+            wait = (exc.retry_at - timezone.now()).total_seconds()
+            if wait > settings.OUTBOX_RETRY_MAX_SECONDS:
+                return "deferred"  # the sweeper re-queues the row when it is due
+            # A second's margin: a relay that runs early finds the row not yet due.
+            delay = max(0, math.ceil(wait)) + 1
+        else:
+            delay = min(settings.OUTBOX_RETRY_MAX_SECONDS, 10 * 2**self.request.retries)
         raise self.retry(exc=exc, countdown=delay) from None
 
 
 @shared_task(name="visio_broker.outbox_sweep")
 def outbox_sweep() -> int:
-    """Re-queue rows whose relay never ran; returns how many."""
+    """Re-queue rows whose relay never ran or whose next attempt is due; returns how many."""
     stale = notifications_stale()
     for notification_id in stale:
         relay_soon(notification_id)

@@ -218,3 +218,41 @@ def test_api_key_unknown_scope_is_refused(agency):
     with pytest.raises(InvalidInput):
         apikey_create(actor=CLI, agency=agency, name="x", scopes=["meetings:delete"])
     assert not ApiKey.objects.exists()
+
+
+class Broken(ApiView):
+    scopes = {"GET": "meetings:read"}
+
+    def get(self, request):
+        raise RuntimeError("probe broke")
+
+
+urlpatterns.append(path("api/v1/broken/", Broken.as_view()))
+
+
+def test_api_key_secret_absent_from_log_and_error_report_of_a_500(agency, make_api_key, caplog):
+    import logging
+
+    from django.conf import settings as django_settings
+    from django.test import Client
+    from django.views.debug import get_exception_reporter_class
+
+    key, raw = make_api_key(agency)
+    secret = raw.split("_")[2]
+    client = Client(raise_request_exception=False, headers={"Authorization": f"Bearer {raw}"})
+    with caplog.at_level(logging.ERROR, logger="django.request"):
+        response = client.get("/api/v1/broken/")
+    assert response.status_code == 500
+    (record,) = [r for r in caplog.records if r.name == "django.request"]
+    formatted = logging.Formatter("%(message)s").format(record)
+    assert "probe broke" in formatted or record.exc_info
+    assert secret not in formatted
+    request = record.request  # type: ignore[attr-defined]
+    assert django_settings.DEFAULT_EXCEPTION_REPORTER_FILTER.endswith(
+        "RedactingExceptionReporterFilter"
+    )
+    reporter = get_exception_reporter_class(request)(request, *record.exc_info, is_email=True)
+    text, html = reporter.get_traceback_text(), reporter.get_traceback_html()
+    assert "probe broke" in text
+    assert secret not in text and secret not in html
+    assert f"vbk_{key.prefix}" in text  # the prefix stays, to tell which integration it was
