@@ -75,14 +75,16 @@ def _next_seq(agency_id: int) -> int:
     table = connection.ops.quote_name(ChangeCounter._meta.db_table)
     # Same statement on PostgreSQL and SQLite (3.35+). The row lock it takes on the agency's
     # counter lasts until the caller's transaction ends: that is what orders numbers by commit.
+    # Only the table name (from _meta) is formatted in; the agency is a bound parameter.
     sql = (
-        f"INSERT INTO {table} (agency_id, value, purged_through) VALUES (%s, 1, 0) "  # noqa: S608 (a table name from _meta; the value is bound)
+        f"INSERT INTO {table} (agency_id, value, purged_through) VALUES (%s, 1, 0) "  # noqa: S608
         f"ON CONFLICT (agency_id) DO UPDATE SET value = {table}.value + 1 RETURNING value"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [agency_id])
         row = cursor.fetchone()
-    assert row is not None
+    if row is None:  # cannot happen: the upsert always returns its row
+        raise RuntimeError("the change counter upsert returned nothing")
     return int(row[0])
 
 
@@ -114,7 +116,9 @@ def changes_purge(*, now: datetime | None = None) -> int:
         with transaction.atomic():
             # A prefix of the agency's numbers (a few newer entries may go with it), so that
             # purged_through says exactly which cursors can still be served.
-            count, _rows = MeetingChange.objects.filter(agency_id=agency_id, seq__lte=through).delete()
+            count, _rows = MeetingChange.objects.filter(
+                agency_id=agency_id, seq__lte=through
+            ).delete()
             # Last: writers of this agency wait on the counter row only for the commit.
             ChangeCounter.objects.filter(agency_id=agency_id, purged_through__lt=through).update(
                 purged_through=through

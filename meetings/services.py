@@ -659,8 +659,6 @@ def series_split(
         )
         feeds_changed(meeting)
         feeds_changed(continuation)
-        meeting_event(meeting, MeetingEvent.UPDATED)
-        meeting_event(continuation, MeetingEvent.CREATED)
         # Before ``changes`` apply: if they bump the continuation's sequence, these rows are
         # superseded at send time (meetings.invitations).
         invitations.invitations_split(meeting, continuation)
@@ -678,6 +676,10 @@ def series_split(
             changes.setdefault("attendees", attendee_specs)
             meeting_update(actor=actor, meeting=continuation, **changes)
             continuation.refresh_from_db()
+        # Last: the agency's change counter stays locked until commit (meetings.changes), so
+        # no backend row may be locked after it.
+        meeting_event(meeting, MeetingEvent.UPDATED)
+        meeting_event(continuation, MeetingEvent.CREATED)
     return continuation
 
 

@@ -2,6 +2,7 @@
 
 from celery import shared_task
 
+from meetings.changes import changes_purge
 from meetings.reminders import reminders_deliver, reminders_plan, reminders_send
 
 
@@ -25,3 +26,9 @@ def reminders_send_task() -> int:
 def reminders_deliver_task(notification_ids: list[int]) -> dict[str, int]:
     """Send a batch of reminder emails over one SMTP connection; rows already sent are skipped."""
     return reminders_deliver(notification_ids=notification_ids)
+
+
+@shared_task(name="meetings.changes_purge")
+def changes_purge_task() -> int:
+    """Beat, daily: delete delta-sync entries older than CHANGES_RETENTION_DAYS."""
+    return changes_purge()

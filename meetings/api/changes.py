@@ -41,7 +41,6 @@ or one that was altered or made for another agency, answers **410 Gone** (`curso
 class ChangesQuerySerializer(serializers.Serializer[Any]):
     cursor = serializers.CharField(
         required=False,
-        max_length=300,
         help_text="The `next_cursor` of your last call; leave it out to start a full sync.",
     )
     page_size = serializers.IntegerField(
@@ -77,7 +76,9 @@ class ChangesView(ApiView):
         description=DESCRIPTION,
         parameters=[ChangesQuerySerializer],
         responses={
-            (200, "application/json"): ChangesPageSerializer,
+            (200, "application/json"): OpenApiResponse(
+                ChangesPageSerializer, description="A page of changes and the cursor to go on."
+            ),
             (410, PROBLEM_CONTENT_TYPE): OpenApiResponse(
                 ProblemSerializer,
                 description=(
