@@ -1,8 +1,19 @@
+from typing import Any
+
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
-from agencies.models import Agency, AuditEvent, Membership, User
+from agencies.models import (
+    Agency,
+    ApiKey,
+    AuditEvent,
+    Membership,
+    User,
+    WebhookAttempt,
+    WebhookEndpoint,
+)
 
 
 class MembershipInline(admin.StackedInline):
@@ -61,3 +72,46 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Shown to operators; written only through the services (agency admins, commands, API)."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(ReadOnlyAdmin):
+    # Never the hash: the prefix names a key.
+    list_display = [
+        "prefix",
+        "name",
+        "agency",
+        "created_at",
+        "expires_at",
+        "revoked_at",
+        "last_used_at",
+    ]
+    list_filter = ["agency"]
+    search_fields = ["prefix", "name"]
+    exclude = ["secret_hash"]
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(ReadOnlyAdmin):
+    list_display = ["id", "agency", "url", "enabled", "created_at", "deleted_at"]
+    list_filter = ["agency", "enabled"]
+    exclude = ["secret_nonce", "previous_secret_nonce"]
+
+
+@admin.register(WebhookAttempt)
+class WebhookAttemptAdmin(ReadOnlyAdmin):
+    list_display = ["id", "endpoint", "event_type", "attempt", "status_code", "error", "at"]
+    list_filter = ["event_type"]

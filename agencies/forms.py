@@ -3,7 +3,7 @@ from django.conf import settings
 from django.contrib.auth.forms import SetPasswordForm
 from django.utils.translation import gettext_lazy as _
 
-from agencies.models import Role
+from agencies.models import ApiScope, Role
 from agencies.reference import timezones
 
 NO_REMINDER = "none"
@@ -61,3 +61,21 @@ class LanguageForm(forms.Form):
 
 class InvitationAcceptForm(SetPasswordForm):
     """Only validates the two password fields; the service does the write."""
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(
+        label=_("Integration"),
+        max_length=100,
+        help_text=_("The system that will use the key, e.g. “Room booking sync”."),
+    )
+    scopes = forms.MultipleChoiceField(
+        label=_("Scopes"), choices=ApiScope.choices, widget=forms.CheckboxSelectMultiple
+    )
+    expires_days = forms.IntegerField(
+        label=_("Expires after (days)"),
+        min_value=1,
+        max_value=3650,
+        required=False,
+        help_text=_("Leave empty for a key that does not expire."),
+    )

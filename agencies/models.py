@@ -372,13 +372,18 @@ class WebhookEndpoint(models.Model):
     def is_deleted(self) -> bool:
         return self.deleted_at is not None
 
+    @property
+    def safe_url(self) -> str:
+        """The URL without its query: receivers sometimes put a token there."""
+        from visio_broker.http import redact_url
+
+        return redact_url(self.url)
+
 
 class WebhookAttempt(models.Model):
     """One delivery attempt of one webhook message to one endpoint: the delivery log."""
 
-    endpoint = models.ForeignKey(
-        WebhookEndpoint, on_delete=models.CASCADE, related_name="attempts"
-    )
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="attempts")
     notification = models.ForeignKey(
         "visio_broker.Notification",
         on_delete=models.SET_NULL,

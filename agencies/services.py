@@ -22,10 +22,20 @@ from django.utils.http import urlsafe_base64_encode
 from django.utils.translation import gettext as _
 
 from agencies.apikeys import key_generate, secret_hash
-from agencies.models import Agency, ApiKey, Membership, Role, User
+from agencies.models import (
+    Agency,
+    ApiKey,
+    Membership,
+    Role,
+    User,
+    WebhookDisabledReason,
+    WebhookEndpoint,
+    validate_event_types,
+)
 from agencies.tokens import invitation_token
 from visio_broker.audit import audit_record
 from visio_broker.errors import Conflict, Forbidden, InvalidInput, NotFound
+from visio_broker.http import redact_url
 
 Actor = User | str
 
@@ -501,3 +511,202 @@ def apikey_used(*, key: ApiKey, ip: str | None) -> None:
         Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - KEY_USE_RESOLUTION)
     ).update(last_used_at=now, last_used_ip=ip)
     key.last_used_at, key.last_used_ip = now, ip
+
+
+# --- Webhook endpoints ------------------------------------------------------------------------
+
+
+def _require_webhook_admin(actor: Actor, agency: Agency) -> None:
+    if isinstance(actor, str):
+        return
+    membership = getattr(actor, "membership", None)
+    if membership is None or membership.agency_id != agency.pk:
+        raise NotFound(_("No such agency."))
+    if not membership.is_admin:
+        raise Forbidden(_("Only agency administrators manage webhooks."), code="not_admin")
+
+
+def _webhook_event_types(event_types: Iterable[str]) -> list[str]:
+    types = sorted(set(event_types))
+    try:
+        validate_event_types(types)
+    except ValidationError as exc:
+        raise InvalidInput(_validation_message(exc), code="invalid_event_types") from None
+    return types
+
+
+def webhook_endpoint_create(
+    *,
+    actor: Actor,
+    agency: Agency,
+    url: str,
+    event_types: Iterable[str],
+    description: str = "",
+) -> tuple[WebhookEndpoint, str]:
+    """Register an endpoint; returns it and its signing secret, which is shown once."""
+    from agencies.webhooks import (
+        MAX_ENDPOINTS_PER_AGENCY,
+        new_secret_nonce,
+        webhook_secret_of,
+        webhook_url_check,
+    )
+
+    _require_webhook_admin(actor, agency)
+    endpoint = WebhookEndpoint(
+        agency=agency,
+        url=webhook_url_check(url),
+        event_types=_webhook_event_types(event_types),
+        description=description.strip(),
+        secret_nonce=new_secret_nonce(),
+        created_by=None if isinstance(actor, str) else actor,
+    )
+    with transaction.atomic():
+        # Serializes creations per agency, so the endpoint limit holds under races.
+        Agency.objects.select_for_update().filter(pk=agency.pk).first()
+        count = WebhookEndpoint.objects.filter(agency=agency, deleted_at__isnull=True).count()
+        if count >= MAX_ENDPOINTS_PER_AGENCY:
+            raise Conflict(
+                _("An agency may have at most %(count)s webhook endpoints.")
+                % {"count": MAX_ENDPOINTS_PER_AGENCY},
+                code="too_many_endpoints",
+            )
+        endpoint.save()
+        audit_record(
+            actor=actor,
+            action="webhook.created",
+            obj=endpoint,
+            agency=agency,
+            detail={"url": redact_url(endpoint.url), "event_types": endpoint.event_types},
+        )
+    return endpoint, webhook_secret_of(endpoint)
+
+
+def webhook_endpoint_update(
+    *,
+    actor: Actor,
+    endpoint: WebhookEndpoint,
+    url: str | None = None,
+    event_types: Iterable[str] | None = None,
+    description: str | None = None,
+    enabled: bool | None = None,
+) -> WebhookEndpoint:
+    """Change what is given; re-enabling clears why the endpoint was disabled."""
+    from agencies.webhooks import webhook_url_check
+
+    _require_webhook_admin(actor, endpoint.agency)
+    changes: dict[str, object] = {}
+    if url is not None:
+        changes["url"] = webhook_url_check(url)
+    if event_types is not None:
+        changes["event_types"] = _webhook_event_types(event_types)
+    if description is not None:
+        changes["description"] = description.strip()
+    with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+        if endpoint.is_deleted:
+            raise NotFound(_("No such webhook endpoint."))
+        if enabled is not None and enabled != endpoint.enabled:
+            changes["enabled"] = enabled
+            changes["disabled_reason"] = "" if enabled else WebhookDisabledReason.BY_ADMIN
+            changes["disabled_at"] = None if enabled else djtz.now()
+        changed = {
+            name: value for name, value in changes.items() if getattr(endpoint, name) != value
+        }
+        if not changed:
+            return endpoint
+        for name, value in changed.items():
+            setattr(endpoint, name, value)
+        endpoint.save(update_fields=[*changed, "updated_at"])
+        detail = {name: value for name, value in changed.items() if name != "disabled_at"}
+        if "url" in detail:
+            detail["url"] = redact_url(endpoint.url)
+        audit_record(
+            actor=actor,
+            action="webhook.updated",
+            obj=endpoint,
+            agency=endpoint.agency,
+            detail=detail,
+        )
+    return endpoint
+
+
+def webhook_endpoint_disable(
+    *, actor: Actor, endpoint: WebhookEndpoint, reason: str
+) -> WebhookEndpoint:
+    """Stop deliveries to an endpoint, e.g. when the receiver answered 410 Gone."""
+    with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+        if not endpoint.enabled:
+            return endpoint
+        endpoint.enabled = False
+        endpoint.disabled_reason = reason
+        endpoint.disabled_at = djtz.now()
+        endpoint.save(update_fields=["enabled", "disabled_reason", "disabled_at", "updated_at"])
+        audit_record(
+            actor=actor,
+            action="webhook.disabled",
+            obj=endpoint,
+            agency=endpoint.agency,
+            detail={"reason": reason},
+        )
+    return endpoint
+
+
+def webhook_endpoint_delete(*, actor: Actor, endpoint: WebhookEndpoint) -> WebhookEndpoint:
+    """Delete an endpoint: it stops delivering at once; the row stays for its delivery log."""
+    _require_webhook_admin(actor, endpoint.agency)
+    with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+        if endpoint.is_deleted:
+            return endpoint
+        endpoint.deleted_at = djtz.now()
+        endpoint.enabled = False
+        endpoint.disabled_reason = WebhookDisabledReason.BY_ADMIN
+        endpoint.disabled_at = endpoint.disabled_at or endpoint.deleted_at
+        endpoint.save(
+            update_fields=["deleted_at", "enabled", "disabled_reason", "disabled_at", "updated_at"]
+        )
+        audit_record(
+            actor=actor,
+            action="webhook.deleted",
+            obj=endpoint,
+            agency=endpoint.agency,
+            detail={"url": redact_url(endpoint.url)},
+        )
+    return endpoint
+
+
+def webhook_endpoint_rotate_secret(
+    *, actor: Actor, endpoint: WebhookEndpoint
+) -> tuple[WebhookEndpoint, str]:
+    """A new signing secret, shown once; the previous one keeps signing for a day (each
+    delivery carries both signatures), so the receiver can switch without losing events."""
+    from agencies.webhooks import SECRET_OVERLAP, new_secret_nonce, webhook_secret_of
+
+    _require_webhook_admin(actor, endpoint.agency)
+    with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+        if endpoint.is_deleted:
+            raise NotFound(_("No such webhook endpoint."))
+        now = djtz.now()
+        endpoint.previous_secret_nonce = endpoint.secret_nonce
+        endpoint.previous_secret_until = now + SECRET_OVERLAP
+        endpoint.secret_nonce = new_secret_nonce()
+        endpoint.secret_rotated_at = now
+        endpoint.save(
+            update_fields=[
+                "previous_secret_nonce",
+                "previous_secret_until",
+                "secret_nonce",
+                "secret_rotated_at",
+                "updated_at",
+            ]
+        )
+        audit_record(
+            actor=actor,
+            action="webhook.secret_rotated",
+            obj=endpoint,
+            agency=endpoint.agency,
+            detail={"previous_valid_until": endpoint.previous_secret_until.isoformat()},
+        )
+    return endpoint, webhook_secret_of(endpoint)

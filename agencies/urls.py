@@ -10,5 +10,7 @@ urlpatterns = [
     path("agency/members/<int:pk>/role/", views.member_role, name="member_role"),
     path("agency/members/<int:pk>/deactivate/", views.member_deactivate, name="member_deactivate"),
     path("agency/members/<int:pk>/reactivate/", views.member_reactivate, name="member_reactivate"),
+    path("agency/integrations/", views.integrations, name="integrations"),
+    path("agency/integrations/keys/<int:pk>/revoke/", views.apikey_revoke, name="apikey_revoke"),
     path("invitation/<uidb64>/<token>/", views.invitation_accept, name="invitation_accept"),
 ]

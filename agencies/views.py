@@ -8,6 +8,7 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.db.models import F
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.encoding import force_str
@@ -17,6 +18,7 @@ from django.views.decorators.http import require_POST
 
 from agencies import services
 from agencies.forms import (
+    ApiKeyForm,
     InvitationAcceptForm,
     InviteForm,
     LanguageForm,
@@ -24,9 +26,10 @@ from agencies.forms import (
     RoleForm,
     reminder_initial,
 )
-from agencies.models import Membership, User
+from agencies.models import ApiKey, Membership, User
 from agencies.selectors import agency_members, membership_of
 from agencies.tokens import invitation_token
+from agencies.webhooks import webhook_endpoints_of, webhook_recent_attempts
 from meetings.feeds import personal_feed_section
 from visio_broker.errors import DomainError
 
@@ -253,3 +256,61 @@ def invitation_accept(request: HttpRequest, uidb64: str, token: str) -> HttpResp
         {"form": form, "invitee": user, "agency": user.membership.agency},
         status=400 if form.errors else 200,
     )
+
+
+# --- Integrations: API keys and webhooks ----------------------------------------------------------
+
+RECENT_DELIVERIES = 50
+
+
+@agency_admin_required
+def integrations(request: HttpRequest, admin: Membership) -> HttpResponse:
+    """Read the agency's keys and webhooks; POST creates a key, whose full value shows once."""
+    agency = admin.agency
+    form = ApiKeyForm(request.POST or None)
+    new_key = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            key, new_key = services.apikey_create(
+                actor=_user(request), agency=agency, **form.cleaned_data
+            )
+        except DomainError as exc:
+            form.add_error("name" if exc.code != "invalid_expiry" else "expires_days", exc.message)
+        else:
+            messages.success(request, _("API key created for %(name)s.") % {"name": key.name})
+            form = ApiKeyForm()
+    api_keys = ApiKey.objects.filter(agency=agency).order_by(
+        F("revoked_at").desc(nulls_first=True), "name", "-created_at"
+    )
+    status = 400 if form.errors else 200
+    response = render(
+        request,
+        "agencies/integrations.html",
+        {
+            "agency": agency,
+            "api_keys": api_keys,
+            "form": form,
+            "new_key": new_key,
+            "endpoints": webhook_endpoints_of(agency=agency),
+            "attempts": webhook_recent_attempts(agency=agency, limit=RECENT_DELIVERIES),
+        },
+        status=status,
+    )
+    if new_key is not None:
+        # The page holds a secret: no cache may keep it.
+        response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_POST
+@agency_admin_required
+def apikey_revoke(request: HttpRequest, admin: Membership, pk: int) -> HttpResponse:
+    # Scoped to the admin's agency: another agency's key is a 404.
+    key = get_object_or_404(ApiKey.objects.select_related("agency"), pk=pk, agency=admin.agency)
+    _run(
+        request,
+        lambda: services.apikey_revoke(actor=_user(request), key=key),
+        _("API key %(prefix)s of %(name)s revoked.")
+        % {"prefix": f"vbk_{key.prefix}", "name": key.name},
+    )
+    return redirect("integrations")

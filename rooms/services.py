@@ -486,6 +486,16 @@ def _room_started(occupancy: RoomOccupancy, data: ProviderEventData) -> None:
     occupancy.active_since = data.room_started_at or data.occurred_at
     occupancy.finished_at = None
     occupancy.state_changed_at = data.occurred_at
+    from agencies.webhooks import webhooks_emit
+
+    reservation = occupancy.reservation
+    webhooks_emit(
+        agency=reservation.agency,
+        event="room.started",
+        reservation=reservation,
+        occurred_at=occupancy.active_since,
+        event_id=data.event_id,
+    )
 
 
 def _room_finished(occupancy: RoomOccupancy, data: ProviderEventData) -> None:
@@ -501,6 +511,16 @@ def _room_finished(occupancy: RoomOccupancy, data: ProviderEventData) -> None:
         reservation=occupancy.reservation,
         left_at__isnull=True,
     ).update(left_at=finished, updated_at=timezone.now())
+    from agencies.webhooks import webhooks_emit
+
+    reservation = occupancy.reservation
+    webhooks_emit(
+        agency=reservation.agency,
+        event="room.finished",
+        reservation=reservation,
+        occurred_at=finished,
+        event_id=data.event_id,
+    )
 
 
 def _participant_joined(occupancy: RoomOccupancy, data: ProviderEventData) -> None:

@@ -333,6 +333,24 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
     )
 
 
+def api_not_found(request: Any, unmatched: str = "") -> Any:
+    """Any path under /api/v1/ that names no resource: a problem, not Django's HTML page."""
+    from django.http import JsonResponse
+
+    return JsonResponse(
+        {
+            "type": f"{PROBLEM_TYPE_BASE}not_found",
+            "title": HTTPStatus.NOT_FOUND.phrase,
+            "status": 404,
+            "detail": _("No such resource."),
+            "code": "not_found",
+            "instance": request.path,
+        },
+        status=404,
+        content_type=PROBLEM_CONTENT_TYPE,
+    )
+
+
 # --- Conditional requests --------------------------------------------------------------------
 
 
@@ -524,7 +542,7 @@ class ApiAutoSchema(AutoSchema):
             errors.update(_OBJECT_ERRORS)
         if method in ("POST", "PUT", "PATCH", "DELETE"):
             errors.update(_WRITE_ERRORS)
-        if method == "POST":
+        if method == "POST" and self.view.idempotent_replay:
             errors.update(_POST_ERRORS)
         if method in ("PATCH", "PUT", "DELETE"):
             errors.update(_CONDITIONAL_ERRORS)

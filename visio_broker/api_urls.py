@@ -1,8 +1,11 @@
 """Every REST resource under /api/v1/; each API module brings its own ``urlpatterns``."""
 
+from django.urls import re_path
+
 from agencies import api as agencies_api
 from meetings.api import changes, feeds, freebusy, meetings, occurrences
 from rooms import api as rooms_api
+from visio_broker.api import api_not_found
 
 urlpatterns = [
     *meetings.urlpatterns,
@@ -12,4 +15,6 @@ urlpatterns = [
     *changes.urlpatterns,
     *feeds.urlpatterns,
     *agencies_api.urlpatterns,
+    # Last: whatever else is asked under /api/v1/ is a problem+json 404.
+    re_path(r"^(?P<unmatched>.*)$", api_not_found),
 ]

@@ -178,8 +178,7 @@ def notifications_stale(*, older_than: timedelta | None = None, limit: int = 500
     return list(
         Notification.objects.filter(status=NotificationStatus.PENDING)
         .filter(
-            Q(next_attempt_at__isnull=True, created_at__lt=now - age)
-            | Q(next_attempt_at__lte=now)
+            Q(next_attempt_at__isnull=True, created_at__lt=now - age) | Q(next_attempt_at__lte=now)
         )
         .order_by("created_at")
         .values_list("pk", flat=True)[:limit]
