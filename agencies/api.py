@@ -33,7 +33,14 @@ from agencies.services import (
     webhook_endpoint_update,
 )
 from agencies.webhooks import webhook_attempts_of, webhook_endpoints_of, webhook_url_check
-from visio_broker.api import ApiView, InsufficientScope, if_match_check, representation_etag
+from visio_broker.api import (
+    ApiView,
+    InsufficientScope,
+    JsonBodySerializer,
+    if_match_check,
+    query_data,
+    representation_etag,
+)
 from visio_broker.errors import InvalidInput, NotFound
 from visio_broker.models import NotificationStatus
 
@@ -96,7 +103,7 @@ def _url_checked(value: str) -> str:
         raise serializers.ValidationError(exc.message, code=exc.code) from None
 
 
-class WebhookEndpointCreateSerializer(serializers.Serializer[Any]):
+class WebhookEndpointCreateSerializer(JsonBodySerializer):
     url = serializers.CharField(
         max_length=2000,
         help_text="Where deliveries are POSTed: https://, no user name or password, a public "
@@ -451,7 +458,7 @@ class WebhookDeliveriesView(_EndpointView):
     )
     def get(self, request: Request, id: int) -> Response:
         endpoint = self._endpoint(id)
-        query = DeliveryListQuerySerializer(data=request.query_params)
+        query = DeliveryListQuerySerializer(data=query_data(request))
         query.is_valid(raise_exception=True)
         page_size: int = query.validated_data["page_size"]
         attempts = webhook_attempts_of(endpoint=endpoint).select_related("notification")

@@ -22,15 +22,21 @@ from rest_framework.response import Response
 from agencies.models import ApiScope, User
 from meetings.ical import join_url
 from meetings.models import Meeting
-from meetings.selectors import active_users_by_email
 from meetings.serializers import occurrence_key_parse
 from rooms import selectors, services
+from rooms.models import BackendKind, LobbyEntry
 from rooms.providers import JoinRole, Ticket
-from visio_broker.api import PROBLEM_CONTENT_TYPE, ApiView, ProblemSerializer, problem_response
-from visio_broker.errors import NotFound
+from visio_broker.api import (
+    PROBLEM_CONTENT_TYPE,
+    ApiView,
+    JsonBodySerializer,
+    ProblemSerializer,
+    problem_response,
+)
+from visio_broker.errors import DomainError, NotFound
 
 
-class JoinTicketRequestSerializer(serializers.Serializer[Any]):
+class JoinTicketRequestSerializer(JsonBodySerializer):
     email = serializers.EmailField(
         required=False,
         help_text=(
@@ -41,7 +47,9 @@ class JoinTicketRequestSerializer(serializers.Serializer[Any]):
     name = serializers.CharField(
         required=False,
         max_length=services.GUEST_NAME_MAX,
-        help_text="A guest's display name (no account needed), for a `link` meeting.",
+        help_text=(
+            "A guest's display name, for a `link` meeting; ignored when `email` names an account."
+        ),
     )
     occurrence = serializers.CharField(
         required=False,
@@ -69,7 +77,7 @@ class JoinTicketRequestSerializer(serializers.Serializer[Any]):
 
 
 class JoinTicketSerializer(serializers.Serializer[Ticket]):
-    provider = serializers.ChoiceField(choices=["livekit", "jitsi"])
+    provider = serializers.ChoiceField(choices=BackendKind.values)
     url = serializers.CharField(
         help_text=(
             "Where the client goes: the backend's web client with the token in it (LiveKit Meet, "
@@ -78,7 +86,10 @@ class JoinTicketSerializer(serializers.Serializer[Ticket]):
     )
     token = serializers.CharField(help_text="The signed join token (JWT). Keep it secret.")
     expires_at = serializers.DateTimeField(help_text="When the token stops opening the room.")
-    role = serializers.ChoiceField(choices=JoinRole.choices if hasattr(JoinRole, "choices") else [r.value for r in JoinRole])
+    role = serializers.ChoiceField(
+        choices=[role.value for role in JoinRole],
+        help_text="`moderator` for the organizer, co-organizers and chairs; else `participant`.",
+    )
 
 
 class JoinProblemSerializer(ProblemSerializer):
@@ -93,7 +104,8 @@ class JoinProblemSerializer(ProblemSerializer):
     )
 
 
-_EXAMPLE_TOKEN = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ2aWRlbyI6eyJyb29tIjoidmItN3E0In19.c2ln"
+# Shaped like a real one, signed by nothing: documentation only.
+_SAMPLE_JWT = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ2aWRlbyI6eyJyb29tIjoidmItN3E0In19.c2ln"
 
 
 class JoinTicketView(ApiView):
@@ -155,8 +167,8 @@ class JoinTicketView(ApiView):
                 value={
                     "provider": "livekit",
                     "url": f"https://meet.example/custom?liveKitUrl=wss%3A%2F%2Flk.example"
-                    f"&token={_EXAMPLE_TOKEN}",
-                    "token": _EXAMPLE_TOKEN,
+                    f"&token={_SAMPLE_JWT}",
+                    "token": _SAMPLE_JWT,
                     "expires_at": "2027-03-29T08:05:00+00:00",
                     "role": "participant",
                 },
@@ -194,14 +206,12 @@ class JoinTicketView(ApiView):
         ],
         tags=["join"],
     )
-    def post(self, request: Request, pk: int) -> Response:
+    def post(self, request: Request, id: int) -> Response:
         serializer = JoinTicketRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        user = None
-        if data.get("email"):
-            user = active_users_by_email([data["email"]]).get(data["email"].strip().lower())
-        meeting = selectors.meeting_for_agency_join(agency=self.agency, pk=pk, user=user)
+        user = selectors.person_for_join(email=data["email"]) if data.get("email") else None
+        meeting = selectors.meeting_for_agency_join(agency=self.agency, pk=id, user=user)
         if meeting is None:
             raise NotFound(_("No such meeting."), code="not_found")
         recurrence_id = data.get("occurrence")
@@ -221,7 +231,7 @@ class JoinTicketView(ApiView):
         }
         return Response(body, headers={"Cache-Control": "no-store"})
 
-    def _problem(self, exc: services.DomainError, **extra: Any) -> Response:
+    def _problem(self, exc: DomainError, **extra: Any) -> Response:
         return problem_response(
             status=exc.status,
             code=exc.code,
@@ -239,13 +249,13 @@ def _ticket_issue(
     if user is None and access is not None and not access.lobby:
         # A guest of a link meeting without a lobby: the entry, admitted at once, is their
         # identity in the room (the web keeps its secret in the session; here nobody needs it).
-        entry = services.lobby_enter(
+        admitted = services.lobby_enter(
             meeting=meeting, recurrence_id=recurrence_id, display_name=name
         ).entry
         return services.join_ticket_issue(
-            meeting=meeting, recurrence_id=recurrence_id, lobby_entry=entry
+            meeting=meeting, recurrence_id=recurrence_id, lobby_entry=admitted
         )
-    entry = None
+    entry: LobbyEntry | None = None
     if user is not None and access is not None and access.lobby:
         # Admitted from the web lobby already: that decision holds here too.
         entry = selectors.lobby_entry_of(meeting=meeting, user=user)
@@ -257,7 +267,7 @@ def _ticket_issue(
 
 urlpatterns = [
     path(
-        "meetings/<int:pk>/join-ticket/",
+        "meetings/<int:id>/join-ticket/",
         JoinTicketView.as_view(),
         name="api-meeting-join-ticket",
     ),

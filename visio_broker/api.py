@@ -24,6 +24,7 @@ from django.db import IntegrityError, transaction
 from django.http import Http404
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from rest_framework import exceptions, serializers
@@ -192,6 +193,51 @@ def _parse_rate(rate: str) -> tuple[int, int]:
     return int(count), seconds
 
 
+# --- Input -----------------------------------------------------------------------------------
+
+
+def query_data(request: Request) -> dict[str, str]:
+    """The query string as a plain dict, for a query serializer.
+
+    DRF reads a QueryDict like an HTML form, where an empty value of an optional field means
+    "not given": ``?updated_since=`` would pass unnoticed. A plain dict makes it a 400.
+    """
+    return {name: request.query_params[name] for name in request.query_params}
+
+
+def _wrong_type(field: serializers.Field[Any, Any, Any, Any], value: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(field, serializers.BooleanField):
+        return not isinstance(value, bool)
+    if isinstance(field, serializers.CharField):
+        return not isinstance(value, str)
+    if isinstance(field, serializers.IntegerField | serializers.FloatField):
+        return isinstance(value, bool) or not isinstance(value, int | float)
+    if isinstance(field, serializers.ListField):
+        return isinstance(value, list) and any(_wrong_type(field.child, item) for item in value)
+    return False
+
+
+class JsonBodySerializer(serializers.Serializer[Any]):
+    """Base of request-body serializers: JSON types are taken at their word.
+
+    DRF coerces like a form would (0 becomes "0", "yes" becomes True); an API client that sends
+    a number where its schema says string has a bug it should hear about.
+    """
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            errors = {
+                name: [exceptions.ErrorDetail(_("Wrong type for this field."), code="invalid")]
+                for name, field in self.fields.items()
+                if not field.read_only and name in data and _wrong_type(field, data[name])
+            }
+            if errors:
+                raise exceptions.ValidationError(errors)
+        return super().to_internal_value(data)
+
+
 # --- Errors as application/problem+json (RFC 9457) --------------------------------------------
 
 
@@ -333,6 +379,7 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
     )
 
 
+@csrf_exempt
 def api_not_found(request: Any, unmatched: str = "") -> Any:
     """Any path under /api/v1/ that names no resource: a problem, not Django's HTML page."""
     from django.http import JsonResponse
@@ -482,15 +529,25 @@ class ApiViewMixin:
         self, request: Request, response: Response, *args: Any, **kwargs: Any
     ) -> Response:
         response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
-        token = getattr(self, "_audit_token", None)
-        if token is not None:
-            _acting_key.reset(token)
-            self._audit_token = None
-        record = getattr(self, "_idempotency", None)
+        record = self._idempotency
         if record is not None:
             self._idempotency = None
             idempotency_finish(record, response)
         return response
+
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+        finally:
+            # Also after an unhandled exception (a 500), which skips finalize_response: the
+            # key must not stay the audit actor of the thread's next request, and the
+            # Idempotency-Key must be free for the client's retry.
+            if self._audit_token is not None:
+                _acting_key.reset(self._audit_token)
+                self._audit_token = None
+            if self._idempotency is not None:
+                IdempotentRequest.objects.filter(pk=self._idempotency.pk).delete()
+                self._idempotency = None
 
     @property
     def agency(self) -> Agency:

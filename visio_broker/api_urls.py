@@ -16,5 +16,5 @@ urlpatterns = [
     *feeds.urlpatterns,
     *agencies_api.urlpatterns,
     # Last: whatever else is asked under /api/v1/ is a problem+json 404.
-    re_path(r"^(?P<unmatched>.*)$", api_not_found),
+    re_path(r"^(?P<unmatched>[\s\S]*)$", api_not_found),
 ]

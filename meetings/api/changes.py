@@ -14,7 +14,7 @@ from meetings.changes import ChangeEntry, ChangesPage, changes_page
 from meetings.models import ChangeType
 from meetings.selectors import meetings_visible_to_agency
 from meetings.serializers import MeetingSerializer, meetings_for_api
-from visio_broker.api import PROBLEM_CONTENT_TYPE, ApiView, ProblemSerializer
+from visio_broker.api import PROBLEM_CONTENT_TYPE, ApiView, ProblemSerializer, query_data
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 200
@@ -89,7 +89,7 @@ class ChangesView(ApiView):
         },
     )
     def get(self, request: Request) -> Response:
-        query = ChangesQuerySerializer(data=request.query_params)
+        query = ChangesQuerySerializer(data=query_data(request))
         query.is_valid(raise_exception=True)
         page = changes_page(
             agency=self.agency,

@@ -7,7 +7,7 @@ import json
 from datetime import timedelta
 
 import pytest
-from django.test import override_settings
+from django.test import Client, override_settings
 from django.urls import path
 from django.utils import timezone
 from rest_framework.response import Response
@@ -227,7 +227,15 @@ class Broken(ApiView):
         raise RuntimeError("probe broke")
 
 
+class BrokenPost(ApiView):
+    scopes = {"POST": "meetings:write"}
+
+    def post(self, request):
+        raise RuntimeError("post broke")
+
+
 urlpatterns.append(path("api/v1/broken/", Broken.as_view()))
+urlpatterns.append(path("api/v1/broken-post/", BrokenPost.as_view()))
 
 
 def test_api_key_secret_absent_from_log_and_error_report_of_a_500(agency, make_api_key, caplog):
@@ -256,3 +264,18 @@ def test_api_key_secret_absent_from_log_and_error_report_of_a_500(agency, make_a
     assert "probe broke" in text
     assert secret not in text and secret not in html
     assert f"vbk_{key.prefix}" in text  # the prefix stays, to tell which integration it was
+    # The failed request left nothing behind: later audit rows are not attributed to the key.
+    assert audit_record(actor=CLI, action="after", obj=key).api_key is None
+
+
+def test_api_failed_request_frees_its_idempotency_key(agency, make_api_key):
+    _key, raw = make_api_key(agency)
+    client = Client(raise_request_exception=False, headers={"Authorization": f"Bearer {raw}"})
+    response = client.post(
+        "/api/v1/broken-post/",
+        "{}",
+        content_type="application/json",
+        headers={"Idempotency-Key": "r"},
+    )
+    assert response.status_code == 500
+    assert not IdempotentRequest.objects.exists()

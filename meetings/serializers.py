@@ -1,0 +1,518 @@
+"""REST representations of meetings: one read shape, separate write-side serializers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
+from django.db.models import QuerySet
+from django.urls import reverse
+from django.utils import timezone as djtz
+from django.utils.dateparse import parse_datetime
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail
+
+from agencies.models import REMINDER_CHOICES_MINUTES, ApiKey, ApiScope, User
+from agencies.reference import timezones
+from meetings.models import (
+    AccessLevel,
+    AttendeeRole,
+    Meeting,
+    MeetingStatus,
+    PartStat,
+)
+from meetings.recurrence import Recurrence
+from meetings.selectors import Occurrence, active_users_by_email
+from meetings.services import MAX_ATTENDEES, AttendeeSpec
+from rooms.models import BackendKind
+from visio_broker.api import JsonBodySerializer
+from visio_broker.errors import InvalidInput
+
+# What an API key may do with a meeting, always all present in ``abilities``.
+API_ABILITIES = ("view", "edit", "cancel", "issue_join_ticket")
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+
+
+def meetings_for_api(queryset: QuerySet[Meeting]) -> QuerySet[Meeting]:
+    """``queryset`` with everything ``MeetingSerializer`` reads, in a constant number of queries."""
+    return queryset.select_related("organizer", "reservation__backend").prefetch_related(
+        "attendees", "co_organizers"
+    )
+
+
+def local_isoformat(moment: datetime, zone: str) -> str:
+    """RFC 3339 with the offset of ``zone`` at that moment (2027-03-29T10:00:00+02:00)."""
+    return moment.astimezone(ZoneInfo(zone)).isoformat()
+
+
+def meeting_join_url(meeting: Meeting) -> str:
+    return settings.SITE_URL + reverse("meeting_join", kwargs={"pk": meeting.pk})
+
+
+def api_abilities(meeting: Meeting, key: ApiKey | None) -> dict[str, bool]:
+    """What ``key`` may do with ``meeting``: its scopes, narrowed by the meeting's state."""
+    if key is None:
+        return dict.fromkeys(API_ABILITIES, False)
+    live = not meeting.is_cancelled
+    write = key.has_scope(ApiScope.MEETINGS_WRITE)
+    return {
+        "view": key.has_scope(ApiScope.MEETINGS_READ),
+        "edit": write and live,
+        "cancel": write and live,
+        "issue_join_ticket": key.has_scope(ApiScope.JOIN_ISSUE) and live,
+    }
+
+
+class AttendeeSerializer(JsonBodySerializer):
+    """An attendee, read and written (one component: clients send back what they read)."""
+
+    email = serializers.EmailField()
+    name = serializers.CharField(
+        source="display_name", max_length=150, required=False, allow_blank=True, default=""
+    )
+    role = serializers.ChoiceField(
+        choices=AttendeeRole.values, required=False, default=AttendeeRole.REQUIRED
+    )
+    status = serializers.ChoiceField(
+        source="partstat", choices=PartStat.values, read_only=True, help_text="Their answer."
+    )
+
+    @staticmethod
+    def to_spec(data: dict[str, Any]) -> AttendeeSpec:
+        # On PATCH (partial) DRF leaves the defaults out: apply them here.
+        return AttendeeSpec(
+            data["email"].lower(),
+            data.get("display_name", ""),
+            data.get("role", AttendeeRole.REQUIRED),
+        )
+
+
+class RoomSerializer(serializers.Serializer[Any]):
+    provider = serializers.ChoiceField(choices=BackendKind.values)
+    backend = serializers.CharField(help_text="Name of the media backend the room is placed on.")
+
+
+class AbilitiesSerializer(serializers.Serializer[Any]):
+    view = serializers.BooleanField()
+    edit = serializers.BooleanField()
+    cancel = serializers.BooleanField()
+    issue_join_ticket = serializers.BooleanField()
+
+
+class MeetingSerializer(serializers.ModelSerializer[Meeting]):
+    """A meeting as the API shows it; pass ``context={"request": request}`` for ``abilities``."""
+
+    start = serializers.SerializerMethodField(
+        help_text="RFC 3339, with the offset of the meeting's time zone."
+    )
+    end = serializers.SerializerMethodField(
+        help_text="RFC 3339, with the offset of the meeting's time zone."
+    )
+    recurrence = serializers.SerializerMethodField(
+        help_text="RFC 5545 RRULE (without the RRULE: prefix), or null for a one-off meeting."
+    )
+    organizer = serializers.EmailField(source="organizer.email", read_only=True)
+    co_organizers = serializers.SerializerMethodField()
+    attendees = AttendeeSerializer(many=True, read_only=True)
+    access = serializers.ChoiceField(
+        source="access_level", choices=AccessLevel.values, read_only=True
+    )
+    lobby = serializers.BooleanField(source="lobby_enabled", read_only=True)
+    join_url = serializers.SerializerMethodField(
+        help_text="The meeting's join page (people sign in or wait in the lobby); not a token."
+    )
+    room = serializers.SerializerMethodField()
+    abilities = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Meeting
+        fields = [
+            "id",
+            "uid",
+            "title",
+            "description",
+            "start",
+            "end",
+            "timezone",
+            "all_day",
+            "recurrence",
+            "organizer",
+            "co_organizers",
+            "attendees",
+            "access",
+            "lobby",
+            "listed_publicly",
+            "reminder_minutes",
+            "status",
+            "sequence",
+            "join_url",
+            "room",
+            "abilities",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(OpenApiTypes.DATETIME)
+    def get_start(self, meeting: Meeting) -> str:
+        return local_isoformat(meeting.start, meeting.timezone)
+
+    @extend_schema_field(OpenApiTypes.DATETIME)
+    def get_end(self, meeting: Meeting) -> str:
+        return local_isoformat(meeting.end, meeting.timezone)
+
+    def get_recurrence(self, meeting: Meeting) -> str | None:
+        return meeting.rrule or None
+
+    def get_co_organizers(self, meeting: Meeting) -> list[str]:
+        return sorted(user.email for user in meeting.co_organizers.all())
+
+    def get_join_url(self, meeting: Meeting) -> str:
+        return meeting_join_url(meeting)
+
+    @extend_schema_field(RoomSerializer(allow_null=True))
+    def get_room(self, meeting: Meeting) -> dict[str, str] | None:
+        try:
+            reservation = meeting.reservation
+        except ObjectDoesNotExist:
+            return None
+        if reservation.released_at is not None:
+            return None
+        return {"provider": reservation.backend.kind, "backend": reservation.backend.name}
+
+    @extend_schema_field(AbilitiesSerializer)
+    def get_abilities(self, meeting: Meeting) -> dict[str, bool]:
+        request = self.context.get("request")
+        key = getattr(request, "auth", None)
+        return api_abilities(meeting, key if isinstance(key, ApiKey) else None)
+
+
+# --- Input --------------------------------------------------------------------------------------
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """RFC 3339 with a UTC offset; a time without one is refused, never guessed."""
+
+    default_error_messages = {
+        "naive_datetime": gettext_lazy(
+            "Give the time with its UTC offset, such as 2027-03-29T10:00:00+02:00."
+        ),
+    }
+
+    def to_internal_value(self, value: Any) -> datetime:
+        if isinstance(value, str):
+            try:
+                parsed = parse_datetime(value.strip())
+            except ValueError:
+                parsed = None  # well formed but impossible: the parent explains
+            if parsed is not None and djtz.is_naive(parsed):
+                self.fail("naive_datetime")
+        elif isinstance(value, datetime) and djtz.is_naive(value):
+            self.fail("naive_datetime")
+        return super().to_internal_value(value)
+
+
+# Service error codes → the field of the API body they are about.
+FIELD_OF_ERROR = {
+    "title_required": "title",
+    "invalid_timezone": "timezone",
+    "naive_datetime": "start",
+    "end_before_start": "end",
+    "too_long": "end",
+    "start_in_past": "start",
+    "empty_recurrence": "recurrence",
+    "overlapping_occurrences": "recurrence",
+    "unsupported_recurrence": "recurrence",
+    "invalid_email": "attendees",
+    "too_many_attendees": "attendees",
+    "invalid_role": "attendees",
+    "invalid_access_level": "access",
+    "invalid_reminder": "reminder_minutes",
+}
+
+
+def as_field_error(exc: InvalidInput) -> serializers.ValidationError | None:
+    """The service's refusal as a field error of the body, when it is about one field."""
+    field = FIELD_OF_ERROR.get(exc.code)
+    if field is None:
+        return None
+    return serializers.ValidationError({field: [ErrorDetail(exc.message, code=exc.code)]})
+
+
+class MeetingWriteSerializer(JsonBodySerializer):
+    """Fields a client sets on create and on PATCH (every one optional on PATCH)."""
+
+    title = serializers.CharField(max_length=200)
+    description = serializers.CharField(allow_blank=True, required=False)
+    start = AwareDateTimeField(help_text="RFC 3339 with a UTC offset.")
+    end = AwareDateTimeField(help_text="RFC 3339 with a UTC offset; after start, ≤ 24 h later.")
+    timezone = serializers.CharField(
+        max_length=64,
+        required=False,
+        help_text="IANA time zone the meeting (and its recurrence) follows, e.g. Europe/Paris.",
+    )
+    all_day = serializers.BooleanField(
+        required=False, help_text="Whole local days: start and end become midnight in the zone."
+    )
+    recurrence = serializers.CharField(
+        max_length=255,
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        help_text=(
+            "RFC 5545 RRULE limited to what Outlook can show (FREQ, INTERVAL, BYDAY, "
+            "BYMONTHDAY, BYMONTH, COUNT or UNTIL), e.g. FREQ=WEEKLY;BYDAY=MO;COUNT=10. "
+            "null or empty: no recurrence."
+        ),
+    )
+    co_organizers = serializers.ListField(
+        child=serializers.EmailField(),
+        required=False,
+        max_length=50,
+        help_text="People on this service who may also change the meeting; they attend too.",
+    )
+    # ListSerializer takes max_length; the stubs do not know it.
+    attendees = AttendeeSerializer(  # type: ignore[call-arg]
+        many=True,
+        required=False,
+        max_length=MAX_ATTENDEES,
+        help_text="Everyone invited besides the organizer (who always attends, as chair).",
+    )
+    access = serializers.ChoiceField(choices=AccessLevel.values, required=False)
+    lobby = serializers.BooleanField(required=False)
+    listed_publicly = serializers.BooleanField(required=False)
+    reminder_minutes = serializers.ChoiceField(
+        choices=REMINDER_CHOICES_MINUTES,
+        required=False,
+        allow_null=True,
+        help_text="A reminder for every attendee, this many minutes before each start.",
+    )
+
+    def validate_timezone(self, value: str) -> str:
+        if value not in timezones():
+            raise serializers.ValidationError(
+                _("%(tz)s is not a time zone.") % {"tz": value}, code="invalid_timezone"
+            )
+        return value
+
+    def validate_recurrence(self, value: str | None) -> Recurrence | None:
+        if not value:
+            return None
+        try:
+            return Recurrence.parse(value)
+        except InvalidInput as exc:
+            raise serializers.ValidationError(exc.message, code=exc.code) from None
+
+    def validate_co_organizers(self, emails: list[str]) -> list[User]:
+        emails = list(dict.fromkeys(email.lower() for email in emails))
+        users = active_users_by_email(emails)
+        unknown = [email for email in emails if email not in users]
+        if unknown:
+            raise serializers.ValidationError(
+                _("%(emails)s: co-organizers must be people on this service.")
+                % {"emails": ", ".join(unknown)},
+                code="unknown_co_organizer",
+            )
+        return [users[email] for email in emails]
+
+    def service_kwargs(self) -> dict[str, Any]:
+        """The validated body as keyword arguments of meeting_schedule / meeting_update."""
+        data: dict[str, Any] = {str(name): value for name, value in self.validated_data.items()}
+        renamed = {"access": "access_level", "lobby": "lobby_enabled"}
+        kwargs = {renamed.get(name, name): value for name, value in data.items()}
+        if "attendees" in kwargs:
+            kwargs["attendees"] = [AttendeeSerializer.to_spec(item) for item in kwargs["attendees"]]
+        return kwargs
+
+
+class MeetingCreateSerializer(MeetingWriteSerializer):
+    organizer = serializers.EmailField(
+        help_text=(
+            "Who books the meeting: an active member of the key's agency with the organizer "
+            "or admin role. Invitations come from them."
+        )
+    )
+
+    def validate_organizer(self, email: str) -> User:
+        agency = self.context["agency"]
+        user = active_users_by_email([email]).get(email.lower())
+        membership = getattr(user, "membership", None) if user is not None else None
+        if (
+            user is None
+            or membership is None
+            or membership.agency_id != agency.pk
+            or not membership.can_book
+        ):
+            raise serializers.ValidationError(
+                _(
+                    "%(email)s is not an active organizer or admin of your agency: "
+                    "only they may organize meetings."
+                )
+                % {"email": email},
+                code="organizer_invalid",
+            )
+        return user
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "timezone" not in attrs:
+            attrs["timezone"] = attrs["organizer"].timezone
+        return attrs
+
+    def service_kwargs(self) -> dict[str, Any]:
+        kwargs = super().service_kwargs()
+        kwargs["actor"] = kwargs.pop("organizer")
+        return kwargs
+
+
+class MeetingPatchSerializer(MeetingWriteSerializer):
+    notify = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text=(
+            "Changes of time, recurrence or status always send attendees an update; true "
+            "sends one for other changes too (title, description…)."
+        ),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("partial", True)
+        super().__init__(*args, **kwargs)
+
+
+class MeetingListQuerySerializer(serializers.Serializer[Any]):
+    """Filters and paging of GET meetings/."""
+
+    start_after = AwareDateTimeField(
+        required=False, help_text="Meetings (or series) starting at or after this time."
+    )
+    start_before = AwareDateTimeField(
+        required=False, help_text="Meetings (or series) starting strictly before this time."
+    )
+    updated_since = AwareDateTimeField(
+        required=False, help_text="Meetings changed at or after this time."
+    )
+    organizer = serializers.EmailField(required=False, help_text="The organizer's email.")
+    attendee = serializers.EmailField(
+        required=False, help_text="Meetings this address is invited to (organizer included)."
+    )
+    status = serializers.ChoiceField(choices=MeetingStatus.values, required=False)
+    page_size = serializers.IntegerField(
+        required=False, min_value=1, max_value=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE
+    )
+    cursor = serializers.CharField(required=False, help_text="The opaque cursor of a `next` link.")
+
+    def validate_cursor(self, value: str) -> tuple[datetime, int]:
+        position = cursor_decode(value)
+        if position is None:
+            raise serializers.ValidationError(
+                _("This cursor is not valid; start again from the first page."),
+                code="invalid_cursor",
+            )
+        return position
+
+
+def cursor_encode(start: datetime, pk: int) -> str:
+    raw = json.dumps([start.astimezone(UTC).isoformat(), pk], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def cursor_decode(value: str) -> tuple[datetime, int] | None:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        start_text, pk = json.loads(raw)
+        start = datetime.fromisoformat(start_text)
+    except (ValueError, TypeError):
+        return None
+    if djtz.is_naive(start) or not isinstance(pk, int) or isinstance(pk, bool):
+        return None
+    return start, pk
+
+
+class MeetingPageSerializer(serializers.Serializer[Any]):
+    next = serializers.URLField(
+        allow_null=True, help_text="The next page, or null on the last one."
+    )
+    results = MeetingSerializer(many=True)
+
+
+# --- Occurrences --------------------------------------------------------------------------------
+
+OCCURRENCE_KEY_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z$")
+MAX_OCCURRENCE_WINDOW = timedelta(days=366)
+
+
+def occurrence_key_parse(key: str) -> datetime | None:
+    """``20270329T080000Z`` → that moment in UTC; None when malformed."""
+    if not OCCURRENCE_KEY_RE.match(key):
+        return None
+    try:
+        return datetime.strptime(key, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+class OccurrenceSerializer(serializers.Serializer[Any]):
+    """One occurrence; a moved one shows its new times under its original ``id``."""
+
+    id = serializers.CharField(
+        source="key",
+        help_text="The original start in UTC (RFC 5545 RECURRENCE-ID), e.g. 20270329T080000Z.",
+    )
+    start = serializers.SerializerMethodField()
+    end = serializers.SerializerMethodField()
+    status = serializers.SerializerMethodField()
+    moved = serializers.BooleanField(help_text="Moved away from its place in the series.")
+
+    @extend_schema_field(OpenApiTypes.DATETIME)
+    def get_start(self, occurrence: Occurrence) -> str:
+        return local_isoformat(occurrence.start, occurrence.meeting.timezone)
+
+    @extend_schema_field(OpenApiTypes.DATETIME)
+    def get_end(self, occurrence: Occurrence) -> str:
+        return local_isoformat(occurrence.end, occurrence.meeting.timezone)
+
+    @extend_schema_field(serializers.ChoiceField(choices=["confirmed", "cancelled"]))
+    def get_status(self, occurrence: Occurrence) -> str:
+        return "cancelled" if occurrence.cancelled else "confirmed"
+
+
+class OccurrenceListSerializer(serializers.Serializer[Any]):
+    results = OccurrenceSerializer(many=True)
+
+
+class OccurrenceWindowSerializer(serializers.Serializer[Any]):
+    """``from`` and ``to`` of GET occurrences/: both required, at most 366 days apart."""
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        # "from" is a Python keyword: the fields are named here rather than declared.
+        return {
+            "from": AwareDateTimeField(help_text="Start of the window (inclusive)."),
+            "to": AwareDateTimeField(help_text="End of the window (exclusive)."),
+        }
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs["to"] <= attrs["from"]:
+            raise serializers.ValidationError(
+                {"to": [_("The window must end after it starts.")]}, code="window_invalid"
+            )
+        if attrs["to"] - attrs["from"] > MAX_OCCURRENCE_WINDOW:
+            raise serializers.ValidationError(
+                {"to": [_("The window spans at most 366 days.")]}, code="window_too_long"
+            )
+        return attrs
+
+
+class OccurrenceMoveSerializer(JsonBodySerializer):
+    start = AwareDateTimeField(help_text="New start, RFC 3339 with a UTC offset.")
+    end = AwareDateTimeField(help_text="New end, RFC 3339 with a UTC offset.")
