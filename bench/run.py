@@ -10,6 +10,7 @@ single-row ORM read), so the ratios say something on any machine. Prints a table
 var/bench/results.json.
 
     .venv/bin/python bench/run.py [--sizes 10000,100000] [--samples 100] [--strict]
+    .venv/bin/python bench/run.py join [--strict]   (one follow-up alone: feeds, tokens, join …)
 """
 
 from __future__ import annotations
@@ -235,6 +236,15 @@ def print_table(sizes: dict[int, dict[str, Any]]) -> None:
         print(f"growth {ordered[0]:,} → {ordered[-1]:,} meetings: {growth}")
 
 
+def run_follow_up(name: str, *, strict: bool) -> int:
+    """One benchmark of FOLLOW_UPS in its own process; its exit code."""
+    script, _what = FOLLOW_UPS[name]
+    follow_up = subprocess.run(  # noqa: S603 - our own interpreter and script
+        [sys.executable, str(ROOT / script), *(["--strict"] if strict else [])], check=False
+    )
+    return follow_up.returncode
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000", help="meeting counts, ascending")
@@ -247,7 +257,15 @@ def main() -> int:
             default=True,
             help=f"then run {script} ({what}) in its own process",
         )
+    parser.add_argument(
+        "only",
+        nargs="?",
+        choices=list(FOLLOW_UPS),
+        help="run only this follow-up benchmark (no free/busy measures)",
+    )
     args = parser.parse_args()
+    if args.only:
+        return run_follow_up(args.only, strict=args.strict)
     sizes = sorted(int(size) for size in args.sizes.split(","))
 
     began = time.perf_counter()
@@ -309,15 +327,11 @@ def main() -> int:
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"bench: results written to {out.relative_to(ROOT)}")
     failed = []
-    for name, (script, _what) in FOLLOW_UPS.items():
+    for name in FOLLOW_UPS:
         if not getattr(args, name):
             continue
         print(flush=True)
-        strict = ["--strict"] if args.strict else []
-        follow_up = subprocess.run(  # noqa: S603 - our own interpreter and script
-            [sys.executable, str(ROOT / script), *strict], check=False
-        )
-        if follow_up.returncode != 0:
+        if run_follow_up(name, strict=args.strict) != 0:
             failed.append(name)
     if failed:
         print(f"bench: failed or missed: {', '.join(failed)}")

@@ -126,9 +126,9 @@ def test_member_list_query_count_is_pinned(
     for _ in range(3):
         make_member(agency, Role.MEMBER)
     client.get(reverse("member_list"))
-    # user, membership (read once per request), the admin's TOTP check, members; the session
-    # comes from the cache.
-    with django_assert_num_queries(4):
+    # user with their membership (one query, agencies.middleware), the admin's TOTP check,
+    # members; the session comes from the cache.
+    with django_assert_num_queries(3):
         assert client.get(reverse("member_list")).status_code == 200
 
 
