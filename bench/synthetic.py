@@ -26,19 +26,19 @@ TABLES = (
 _AGENCIES_SQL = """
 INSERT INTO agencies_agency (id, slug, name, country, default_timezone, default_language,
                              email_domains, allowed_backend_countries, allow_shared_backends,
-                             created_at, updated_at)
+                             created_at, updated_at, public_calendar_enabled)
 SELECT a, 'bench-' || a, 'Bench agency ' || a, (ARRAY['FR', 'DE', 'NL', 'BE'])[a],
        (ARRAY['Europe/Paris', 'Europe/Berlin', 'Europe/Amsterdam', 'Europe/Brussels'])[a],
-       'en', '[]', '[]', true, now(), now()
+       'en', '[]', '[]', true, now(), now(), false
 FROM generate_series(1, %(agencies)s::int) AS a
 """
 
 # Users whose id is a multiple of 5 are organizers: they are the ones who book.
 _USERS_SQL = """
 INSERT INTO agencies_user (id, password, is_superuser, email, display_name, timezone, language,
-                           is_active, is_staff, date_joined)
+                           is_active, is_staff, date_joined, reminder_minutes)
 SELECT u, '!', false, 'user' || u || '@bench' || (1 + u %% %(agencies)s) || '.example',
-       'Bench User ' || u, 'Europe/Paris', 'en', true, false, now()
+       'Bench User ' || u, 'Europe/Paris', 'en', true, false, now(), '[15]'
 FROM generate_series(1, %(users)s::int) AS u
 """
 
@@ -77,7 +77,8 @@ WITH drawn AS (
 )
 INSERT INTO meetings_meeting (id, uid, title, description, start, "end", timezone, all_day,
                               rrule, series_end, access_level, lobby_enabled, status, sequence,
-                              created_at, updated_at, host_agency_id, organizer_id)
+                              created_at, updated_at, host_agency_id, organizer_id,
+                              listed_publicly)
 SELECT id, 'bench-' || id || '@bench.invalid', 'Bench meeting ' || id, '',
        local_start AT TIME ZONE 'Europe/Paris',
        (local_start AT TIME ZONE 'Europe/Paris') + duration,
@@ -97,7 +98,7 @@ SELECT id, 'bench-' || id || '@bench.invalid', 'Bench meeting ' || id, '',
                     WHEN 'once' THEN (local_start AT TIME ZONE 'Europe/Paris') + duration
                     END,
        'invite', true, CASE WHEN cancelled < 0.03 THEN 'cancelled' ELSE 'scheduled' END, 0,
-       now(), now(), 1 + organizer %% %(agencies)s, organizer
+       now(), now(), 1 + organizer %% %(agencies)s, organizer, false
 FROM shaped
 """
 
