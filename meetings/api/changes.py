@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import URLPattern, path
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -87,6 +87,45 @@ class ChangesView(ApiView):
                 ),
             ),
         },
+        examples=[
+            OpenApiExample(
+                "A delta page",
+                response_only=True,
+                status_codes=["200"],
+                value={
+                    "changes": [
+                        {
+                            "seq": 4812,
+                            "type": "updated",
+                            "meeting_id": 1042,
+                            "changed_at": "2027-03-01T09:12:44Z",
+                            "meeting": {"id": 1042, "title": "Comité de pilotage", "...": "…"},
+                        },
+                        {
+                            "seq": 4813,
+                            "type": "cancelled",
+                            "meeting_id": 977,
+                            "changed_at": "2027-03-01T09:15:02Z",
+                            "meeting": {"id": 977, "status": "cancelled", "...": "…"},
+                        },
+                    ],
+                    "next_cursor": "djE6MTI6NDgxMw.Zr4kq1-abc",
+                    "has_more": False,
+                },
+            ),
+            OpenApiExample(
+                "Cursor expired",
+                response_only=True,
+                status_codes=["410"],
+                value={
+                    "type": "urn:visio-broker:problem:cursor_expired",
+                    "title": "Gone",
+                    "status": 410,
+                    "detail": "This cursor is too old; sync again from scratch.",
+                    "code": "cursor_expired",
+                },
+            ),
+        ],
     )
     def get(self, request: Request) -> Response:
         query = ChangesQuerySerializer(data=query_data(request))
