@@ -1,7 +1,8 @@
 """Benchmarks for `make bench`: free/busy and find-a-time at 10k and 100k meetings, then the
 benchmarks of FOLLOW_UPS, each in its own process: calendar feeds (bench/feeds.py), join-token
-minting (bench/tokens.py), the join endpoint under gunicorn (bench/join.py) and invitation
-throughput (bench/invitations.py); --no-feeds, --no-tokens, --no-join, --no-invitations skip them.
+minting (bench/tokens.py), the join endpoint under gunicorn (bench/join.py), reminders
+(bench/reminders.py) and the REST API under gunicorn (bench/api.py, on the 100,000 meetings left
+loaded); --no-feeds, --no-tokens, --no-join, --no-reminders, --no-api skip them.
 
 Uses its own PostgreSQL database (BENCH_DATABASE_URL, default visio_bench on the local server),
 created if missing, migrated, emptied and loaded with synthetic data (bench/synthetic.py). Each
@@ -39,6 +40,7 @@ FOLLOW_UPS = {
     "tokens": ("bench/tokens.py", "join-token minting in process, issue 4"),
     "join": ("bench/join.py", "join endpoint under gunicorn, issue 4"),
     "reminders": ("bench/reminders.py", "10,000 due reminders by two Celery workers, issue 5"),
+    "api": ("bench/api.py", "REST API under gunicorn at 100,000 meetings, issue 7"),
 }
 FREEBUSY_PEOPLE = 50
 REQUIRED, OPTIONAL = 5, 3
