@@ -5,13 +5,15 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
-from django.db.models import QuerySet
+from django.db.models import CharField, IntegerField, QuerySet, Value
 from django.urls import reverse
 from django.utils import timezone as djtz
 from django.utils.dateparse import parse_datetime
@@ -19,23 +21,25 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
-from rest_framework import serializers
+from rest_framework import ISO_8601, serializers
 from rest_framework.exceptions import ErrorDetail
+from rest_framework.settings import api_settings
 
-from agencies.models import REMINDER_CHOICES_MINUTES, ApiKey, ApiScope, User
+from agencies.models import REMINDER_CHOICES_MINUTES, Agency, ApiKey, ApiScope, User
 from agencies.reference import timezones
 from meetings.models import (
     AccessLevel,
+    Attendee,
     AttendeeRole,
     Meeting,
     MeetingStatus,
     PartStat,
 )
 from meetings.recurrence import Recurrence
-from meetings.selectors import Occurrence, active_users_by_email
+from meetings.selectors import Occurrence, active_users_by_email, meetings_visible_to_agency
 from meetings.services import MAX_ATTENDEES, AttendeeSpec
 from rooms.models import BackendKind
-from visio_broker.api import JsonBodySerializer
+from visio_broker.api import CompiledRows, JsonBodySerializer
 from visio_broker.errors import InvalidInput
 
 # What an API key may do with a meeting, always all present in ``abilities``.
@@ -51,20 +55,91 @@ def meetings_for_api(queryset: QuerySet[Meeting]) -> QuerySet[Meeting]:
     )
 
 
+# What a representation reads: columns of a meeting queryset, joined rows included.
+_REPRESENTED_COLUMNS = (
+    "id",
+    "uid",
+    "title",
+    "description",
+    "start",
+    "end",
+    "timezone",
+    "all_day",
+    "rrule",
+    "access_level",
+    "lobby_enabled",
+    "listed_publicly",
+    "reminder_minutes",
+    "status",
+    "sequence",
+    "created_at",
+    "updated_at",
+    "organizer__email",
+    "reservation__released_at",
+    "reservation__backend__kind",
+    "reservation__backend__name",
+)
+MeetingRow = tuple[Any, ...]
+
+
+def meeting_rows(queryset: QuerySet[Meeting]) -> QuerySet[Meeting, MeetingRow]:
+    """``queryset`` as the rows ``meeting_representations_of_rows`` renders, in one query:
+    no model instances, only the columns shown."""
+    return queryset.values_list(*_REPRESENTED_COLUMNS)
+
+
+_AGENCY_MEETING_ROW = CompiledRows(
+    lambda agency_id, pk: meeting_rows(
+        meetings_visible_to_agency(agency=Agency(pk=agency_id)).filter(pk=pk)
+    )
+)
+
+
+def agency_meeting_row(*, agency: Agency, pk: int) -> MeetingRow | None:
+    """The ``meeting_rows`` row of meeting ``pk`` if ``agency`` sees it, else None."""
+    rows = _AGENCY_MEETING_ROW.rows(agency.pk, pk)
+    return rows[0] if rows else None
+
+
+def meeting_row_key(row: MeetingRow) -> tuple[datetime, int]:
+    """(start, id) of a ``meeting_rows`` row: the list's sort key, which its cursors hold."""
+    return row[4], row[0]
+
+
+def meetings_for_representation(queryset: QuerySet[Meeting]) -> QuerySet[Meeting]:
+    """``queryset`` with the columns ``meeting_representations`` reads, joined in one query.
+
+    The meetings it yields are for rendering only: other columns are deferred.
+    """
+    return queryset.select_related("organizer", "reservation__backend").only(
+        *_REPRESENTED_COLUMNS[1:]
+    )
+
+
 def local_isoformat(moment: datetime, zone: str) -> str:
     """RFC 3339 with the offset of ``zone`` at that moment (2027-03-29T10:00:00+02:00)."""
     return moment.astimezone(ZoneInfo(zone)).isoformat()
 
 
+def meeting_join_url_path(pk: int) -> str:
+    return reverse("meeting_join", kwargs={"pk": pk})
+
+
 def meeting_join_url(meeting: Meeting) -> str:
-    return settings.SITE_URL + reverse("meeting_join", kwargs={"pk": meeting.pk})
+    return settings.SITE_URL + meeting_join_url_path(meeting.pk)
+
+
+_SENTINEL_ID = 918273645546372819
 
 
 def api_abilities(meeting: Meeting, key: ApiKey | None) -> dict[str, bool]:
     """What ``key`` may do with ``meeting``: its scopes, narrowed by the meeting's state."""
+    return _abilities(key, live=not meeting.is_cancelled)
+
+
+def _abilities(key: ApiKey | None, *, live: bool) -> dict[str, bool]:
     if key is None:
         return dict.fromkeys(API_ABILITIES, False)
-    live = not meeting.is_cancelled
     write = key.has_scope(ApiScope.MEETINGS_WRITE)
     return {
         "view": key.has_scope(ApiScope.MEETINGS_READ),
@@ -196,6 +271,182 @@ class MeetingSerializer(serializers.ModelSerializer[Meeting]):
         request = self.context.get("request")
         key = getattr(request, "auth", None)
         return api_abilities(meeting, key if isinstance(key, ApiKey) else None)
+
+
+# DRF's own field: MeetingSerializer's created_at / updated_at.
+_TIMESTAMP = serializers.DateTimeField(read_only=True)
+
+
+def _timestamps() -> Callable[[datetime], str]:
+    """``_TIMESTAMP.to_representation``, with the current zone looked up once, not per value."""
+    if str(api_settings.DATETIME_FORMAT).lower() != ISO_8601:
+        return _TIMESTAMP.to_representation
+    zone = djtz.get_current_timezone()
+
+    def timestamp(value: datetime) -> str:
+        text = value.astimezone(zone).isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+    return timestamp
+
+
+def _people_query(meeting_ids: list[int]) -> QuerySet[Attendee, tuple[Any, ...]]:
+    attendees = Attendee.objects.filter(meeting_id__in=meeting_ids).values_list(
+        "meeting_id", "id", "email", "display_name", "role", "partstat"
+    )
+    co_organizers = Meeting.co_organizers.through.objects.filter(
+        meeting_id__in=meeting_ids
+    ).values_list(
+        "meeting_id",
+        Value(None, output_field=IntegerField()),
+        "user__email",
+        Value("", output_field=CharField()),
+        Value("", output_field=CharField()),
+        Value("", output_field=CharField()),
+    )
+    return attendees.order_by().union(co_organizers.order_by(), all=True)
+
+
+_PEOPLE = CompiledRows(_people_query)
+
+
+def _people_of(meeting_ids: list[int]) -> tuple[dict[int, list[Any]], dict[int, list[str]]]:
+    """Attendees (in id order) and co-organizers' emails of these meetings, in one query."""
+    attending: dict[int, list[Any]] = defaultdict(list)
+    co_organizing: dict[int, list[str]] = defaultdict(list)
+    for meeting_id, attendee_id, email, name, role, partstat in _PEOPLE.rows(meeting_ids):
+        if attendee_id is None:
+            co_organizing[meeting_id].append(email)
+        else:
+            attending[meeting_id].append((attendee_id, email, name, role, partstat))
+    for rows in attending.values():
+        rows.sort()  # Attendee.Meta.ordering
+    return attending, co_organizing
+
+
+def _row_of(meeting: Meeting) -> MeetingRow:
+    """A meeting instance as a row of ``meeting_rows``."""
+    try:
+        reservation = meeting.reservation
+    except ObjectDoesNotExist:
+        reservation = None
+    return (
+        meeting.pk,
+        meeting.uid,
+        meeting.title,
+        meeting.description,
+        meeting.start,
+        meeting.end,
+        meeting.timezone,
+        meeting.all_day,
+        meeting.rrule,
+        meeting.access_level,
+        meeting.lobby_enabled,
+        meeting.listed_publicly,
+        meeting.reminder_minutes,
+        meeting.status,
+        meeting.sequence,
+        meeting.created_at,
+        meeting.updated_at,
+        meeting.organizer.email,
+        reservation.released_at if reservation else None,
+        reservation.backend.kind if reservation else None,
+        reservation.backend.name if reservation else None,
+    )
+
+
+def meeting_representations_of_rows(
+    rows: Sequence[MeetingRow], key: ApiKey | None
+) -> list[dict[str, Any]]:
+    """``MeetingSerializer(meetings, many=True).data`` as plain dicts, from ``meeting_rows``:
+    no DRF field machinery, attendees and co-organizers in one query (none for no rows).
+
+    tests/api/test_api_representation.py holds it equal to the serializer.
+    """
+    if not rows:
+        return []
+    attending, co_organizing = _people_of([row[0] for row in rows])
+    timestamp = _timestamps()
+    # reverse() once, not per meeting: the URL around a sentinel id, which only digits match.
+    join_before, join_after = (settings.SITE_URL + meeting_join_url_path(_SENTINEL_ID)).split(
+        str(_SENTINEL_ID)
+    )
+    # Abilities depend on the key and on whether the meeting is cancelled, nothing else.
+    live_abilities = _abilities(key, live=True)
+    cancelled_abilities = _abilities(key, live=False)
+    results = []
+    for (
+        pk,
+        uid,
+        title,
+        description,
+        start,
+        end,
+        zone,
+        all_day,
+        rrule,
+        access_level,
+        lobby_enabled,
+        listed_publicly,
+        reminder_minutes,
+        status,
+        sequence,
+        created_at,
+        updated_at,
+        organizer_email,
+        released_at,
+        backend_kind,
+        backend_name,
+    ) in rows:
+        cancelled = status == MeetingStatus.CANCELLED
+        results.append(
+            {
+                "id": pk,
+                "uid": uid,
+                "title": title,
+                "description": description,
+                "start": local_isoformat(start, zone),
+                "end": local_isoformat(end, zone),
+                "timezone": zone,
+                "all_day": all_day,
+                "recurrence": rrule or None,
+                "organizer": organizer_email,
+                "co_organizers": sorted(co_organizing.get(pk, ())),
+                "attendees": [
+                    {"email": email, "name": name, "role": role, "status": partstat}
+                    for _id, email, name, role, partstat in attending.get(pk, ())
+                ],
+                "access": access_level,
+                "lobby": lobby_enabled,
+                "listed_publicly": listed_publicly,
+                "reminder_minutes": reminder_minutes,
+                "status": status,
+                "sequence": sequence,
+                "join_url": f"{join_before}{pk}{join_after}",
+                "room": (
+                    {"provider": backend_kind, "backend": backend_name}
+                    if backend_kind is not None and released_at is None
+                    else None
+                ),
+                "abilities": dict(cancelled_abilities if cancelled else live_abilities),
+                "created_at": timestamp(created_at),
+                "updated_at": timestamp(updated_at),
+            }
+        )
+    return results
+
+
+def meeting_representations(
+    meetings: Sequence[Meeting], key: ApiKey | None
+) -> list[dict[str, Any]]:
+    """``meeting_representations_of_rows`` for meeting instances (from
+    ``meetings_for_representation``, or full rows)."""
+    return meeting_representations_of_rows([_row_of(meeting) for meeting in meetings], key)
+
+
+def meeting_representation(meeting: Meeting, key: ApiKey | None) -> dict[str, Any]:
+    """One meeting as ``MeetingSerializer`` shows it; see ``meeting_representations``."""
+    return meeting_representations([meeting], key)[0]
 
 
 # --- Input --------------------------------------------------------------------------------------

@@ -10,17 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import Token
+from dataclasses import dataclass
 from datetime import timedelta
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.exceptions import ImproperlyConfigured
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, router, transaction
+from django.db.models import QuerySet
 from django.http import Http404
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -72,10 +75,170 @@ class ApiClient:
         return f"api-key:vbk_{self.key.prefix}"
 
 
+def api_key(request: Request) -> ApiKey | None:
+    """The key the request was authenticated with, if any."""
+    key = getattr(request, "auth", None)
+    return key if isinstance(key, ApiKey) else None
+
+
 def client_ip(request: Request) -> str | None:
     from meetings.feeds import client_address
 
     return client_address(request._request) or None
+
+
+# --- Queries compiled once ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    # For each SQL parameter: (True, which argument value it takes) or (False, a constant).
+    parameters: tuple[tuple[bool, Any], ...]
+    converters: dict[int, tuple[list[Any], Any]]
+
+
+class CompiledRows:
+    """The rows of a ``values_list`` queryset whose SQL is compiled once per database and
+    argument shape, not per call: Django's compilation costs more than a small query.
+
+    ``build(*arguments)`` makes the queryset; an argument is an integer (an id) or a list of
+    them, and each must reach the SQL as one parameter: compiling with stand-in integers checks
+    it, and raises ImproperlyConfigured otherwise.
+    Rows get the same conversions from the database as the ORM applies.
+    """
+
+    def __init__(self, build: Callable[..., QuerySet[Any, Any]]) -> None:
+        self._build = build
+        self._compiled: dict[tuple[Any, ...], _Compiled] = {}
+
+    def rows(self, *arguments: Any, using: str = "default") -> list[tuple[Any, ...]]:
+        shape = tuple(len(a) if isinstance(a, list) else None for a in arguments)
+        connection = connections[using]
+        compiled = self._compiled.get((using, connection.vendor, shape))
+        if compiled is None:
+            compiled = self._compile(using, shape)
+            self._compiled[(using, connection.vendor, shape)] = compiled
+        values = [
+            value
+            for argument in arguments
+            for value in (argument if isinstance(argument, list) else [argument])
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                compiled.sql,
+                [values[taken] if given else taken for given, taken in compiled.parameters],
+            )
+            found = cursor.fetchall()
+        if not compiled.converters:
+            return [tuple(row) for row in found]
+        rows = []
+        for row in found:
+            converted = list(row)
+            for position, (converters, expression) in compiled.converters.items():
+                value = converted[position]
+                for converter in converters:
+                    value = converter(value, expression, connection)
+                converted[position] = value
+            rows.append(tuple(converted))
+        return rows
+
+    def _compile(self, using: str, shape: tuple[int | None, ...]) -> _Compiled:
+        # Stand-ins: distinct negative integers no real id or parameter takes.
+        stand_ins = iter(range(-(10**9), 0))
+        arguments: list[Any] = []
+        for size in shape:
+            arguments.append(
+                next(stand_ins) if size is None else [next(stand_ins) for _ in range(size)]
+            )
+        flat = [
+            value
+            for argument in arguments
+            for value in (argument if isinstance(argument, list) else [argument])
+        ]
+        compiler = self._build(*arguments).query.get_compiler(using)
+        sql, params = compiler.as_sql()
+        index = {value: position for position, value in enumerate(flat)}
+        parameters = tuple(
+            (True, index[param]) if type(param) is int and param in index else (False, param)
+            for param in params
+        )
+        if {taken for given, taken in parameters if given} != set(range(len(flat))):
+            raise ImproperlyConfigured(f"An argument does not reach {sql!r} as a parameter.")
+        columns = [expression for expression, _sql, _alias in compiler.select]
+        return _Compiled(
+            sql=sql, parameters=parameters, converters=compiler.get_converters(columns)
+        )
+
+
+@dataclass(frozen=True)
+class _KeyQuery:
+    """``ApiKey.objects.select_related("agency").filter(prefix=…)[:1]``, compiled once."""
+
+    sql: str
+    converters: dict[int, tuple[list[Any], Any]]
+    key_fields: tuple[str, ...]
+    key_columns: tuple[int, ...]
+    agency_fields: tuple[str, ...]
+    agency_columns: tuple[int, ...]
+
+
+_KEY_QUERIES: dict[tuple[str, str], _KeyQuery] = {}
+_PREFIX_PARAMETER = "prefix-placeholder"
+
+
+def _key_query(alias: str) -> _KeyQuery:
+    connection = connections[alias]
+    found = _KEY_QUERIES.get((alias, connection.vendor))
+    if found is not None:
+        return found
+    queryset = ApiKey.objects.using(alias).select_related("agency").filter(prefix=_PREFIX_PARAMETER)
+    compiler = queryset[:1].query.get_compiler(alias)
+    sql, params = compiler.as_sql()
+    if tuple(params) != (_PREFIX_PARAMETER,):
+        raise ImproperlyConfigured(f"Unexpected API key query parameters: {params!r}")
+    key_info = compiler.klass_info
+    agency_info = key_info["related_klass_infos"][0] if key_info else None
+    if key_info is None or agency_info is None:
+        raise ImproperlyConfigured("The API key query does not select its agency.")
+    columns = [expression for expression, _sql, _alias in compiler.select]
+    found = _KeyQuery(
+        sql=sql,
+        converters=compiler.get_converters(columns),
+        key_fields=tuple(columns[i].target.attname for i in key_info["select_fields"]),
+        key_columns=tuple(key_info["select_fields"]),
+        agency_fields=tuple(columns[i].target.attname for i in agency_info["select_fields"]),
+        agency_columns=tuple(agency_info["select_fields"]),
+    )
+    _KEY_QUERIES[(alias, connection.vendor)] = found
+    return found
+
+
+def apikey_with_agency(prefix: str) -> ApiKey | None:
+    """The key with this prefix and its agency, like ``select_related("agency")`` gives them.
+
+    Every API request reads it: the SQL is compiled once per database instead of per call
+    (the ORM's compilation cost more than the query). Nothing is cached across requests but
+    SQL text, so a revoked key is refused at once.
+    """
+    alias = router.db_for_read(ApiKey)
+    query = _key_query(alias)
+    connection = connections[alias]
+    with connection.cursor() as cursor:
+        cursor.execute(query.sql, (prefix,))
+        found = cursor.fetchone()
+    if found is None:
+        return None
+    row = list(found)
+    for position, (converters, expression) in query.converters.items():
+        value = row[position]
+        for converter in converters:
+            value = converter(value, expression, connection)
+        row[position] = value
+    key = ApiKey.from_db(alias, query.key_fields, [row[i] for i in query.key_columns])
+    agency = Agency.from_db(alias, query.agency_fields, [row[i] for i in query.agency_columns])
+    key.agency = agency
+    return key
 
 
 class ApiKeyAuthentication(BaseAuthentication):
@@ -91,11 +254,7 @@ class ApiKeyAuthentication(BaseAuthentication):
                 _("Send the API key as: Authorization: Bearer <key>."), code="invalid_key"
             )
         raw = key_parse(value)
-        key = (
-            ApiKey.objects.select_related("agency").filter(prefix=raw.prefix).first()
-            if raw
-            else None
-        )
+        key = apikey_with_agency(raw.prefix) if raw else None
         # Compare even when nothing was found, so timing does not tell which prefixes exist.
         matches = secret_matches(raw.secret if raw else "", key.secret_hash if key else _DUMMY_HASH)
         if key is None or not matches:
@@ -171,13 +330,7 @@ class ApiKeyThrottle(BaseThrottle):
             return True
         now = time.time()
         slot = int(now // self.window)
-        name = f"api-throttle:{key.prefix}:{slot}"
-        cache.add(name, 0, timeout=self.window + 1)
-        try:
-            count = cache.incr(name)
-        except ValueError:  # expired between add and incr
-            cache.set(name, 1, timeout=self.window + 1)
-            count = 1
+        count = _window_hit(f"api-throttle:{key.prefix}:{slot}", timeout=self.window + 1)
         if count > self.limit:
             self._wait = (slot + 1) * self.window - now
             return False
@@ -185,6 +338,20 @@ class ApiKeyThrottle(BaseThrottle):
 
     def wait(self) -> float:
         return max(1.0, self._wait)
+
+
+def _window_hit(name: str, *, timeout: int) -> int:
+    """Count a hit on the fixed-window counter ``name``; the count so far, this one included."""
+    incr_window = getattr(cache, "incr_window", None)
+    if incr_window is not None:  # visio_broker.cache: one round trip to Redis
+        count: int | None = incr_window(name, timeout)
+        return 1 if count is None else count  # Redis down: fail open
+    cache.add(name, 0, timeout=timeout)
+    try:
+        return int(cache.incr(name))
+    except ValueError:  # expired between add and incr
+        cache.set(name, 1, timeout=timeout)
+        return 1
 
 
 def _parse_rate(rate: str) -> tuple[int, int]:

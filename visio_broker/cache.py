@@ -117,3 +117,22 @@ class ResilientRedisCache(RedisCache):
         except _UNAVAILABLE as exc:
             _warn("incr", exc)
             raise ValueError("cache unavailable") from exc
+
+    def incr_window(self, key: Any, timeout: int, version: int | None = None) -> int | None:
+        """One more hit on a fixed-window counter that lives ``timeout`` seconds from its first.
+
+        ``add(key, 0, timeout)`` then ``incr(key)`` in one round trip, inside MULTI/EXEC so the
+        counter cannot expire between the two. None while Redis is unavailable.
+        """
+        key = self.make_and_validate_key(key, version=version)
+        # Django's RedisCacheClient (not in the type stubs).
+        redis_cache: Any = self._cache  # type: ignore[attr-defined]
+        try:
+            pipeline = redis_cache.get_client(key, write=True).pipeline()
+            pipeline.set(key, redis_cache._serializer.dumps(0), nx=True, ex=timeout)
+            pipeline.incr(key)
+            _created, count = pipeline.execute()
+        except _UNAVAILABLE as exc:
+            _warn("incr_window", exc)
+            return None
+        return int(count)

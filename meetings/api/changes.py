@@ -10,11 +10,22 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from agencies.models import ApiKey
 from meetings.changes import ChangeEntry, ChangesPage, changes_page
 from meetings.models import ChangeType
 from meetings.selectors import meetings_visible_to_agency
-from meetings.serializers import MeetingSerializer, meetings_for_api
-from visio_broker.api import PROBLEM_CONTENT_TYPE, ApiView, ProblemSerializer, query_data
+from meetings.serializers import (
+    MeetingSerializer,
+    meeting_representations,
+    meetings_for_representation,
+)
+from visio_broker.api import (
+    PROBLEM_CONTENT_TYPE,
+    ApiView,
+    ProblemSerializer,
+    api_key,
+    query_data,
+)
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 200
@@ -134,9 +145,32 @@ class ChangesView(ApiView):
             agency=self.agency,
             cursor=query.validated_data.get("cursor"),
             limit=query.validated_data["page_size"],
-            meetings=meetings_for_api(meetings_visible_to_agency(agency=self.agency)),
+            meetings=meetings_for_representation(meetings_visible_to_agency(agency=self.agency)),
         )
-        return Response(ChangesPageSerializer(page, context={"request": request}).data)
+        return Response(changes_page_representation(page, api_key(request)))
+
+
+_CHANGED_AT = serializers.DateTimeField(read_only=True)
+
+
+def changes_page_representation(page: ChangesPage, key: ApiKey | None) -> dict[str, Any]:
+    """``ChangesPageSerializer(page).data`` as plain dicts: each meeting represented once."""
+    meetings = {entry.meeting.pk: entry.meeting for entry in page.entries if entry.meeting}
+    shown = dict(zip(meetings, meeting_representations(list(meetings.values()), key), strict=True))
+    return {
+        "changes": [
+            {
+                "seq": entry.seq,
+                "type": str(entry.type),
+                "meeting_id": entry.meeting_id,
+                "changed_at": _CHANGED_AT.to_representation(entry.changed_at),
+                "meeting": shown[entry.meeting.pk] if entry.meeting else None,
+            }
+            for entry in page.entries
+        ],
+        "next_cursor": page.next_cursor,
+        "has_more": page.has_more,
+    }
 
 
 urlpatterns: list[URLPattern] = [path("changes/", ChangesView.as_view(), name="api_changes")]

@@ -31,12 +31,16 @@ from meetings.serializers import (
     MeetingPageSerializer,
     MeetingPatchSerializer,
     MeetingSerializer,
+    agency_meeting_row,
     as_field_error,
     cursor_encode,
-    meetings_for_api,
+    meeting_representation,
+    meeting_representations_of_rows,
+    meeting_row_key,
+    meeting_rows,
 )
 from meetings.services import meeting_cancel, meeting_schedule, meeting_update
-from visio_broker.api import ApiView, if_match_check, query_data, representation_etag
+from visio_broker.api import ApiView, api_key, if_match_check, query_data, representation_etag
 from visio_broker.errors import Conflict, InvalidInput, NotFound
 
 READ = {"GET": "meetings:read"}
@@ -80,12 +84,12 @@ def service_errors() -> Iterator[None]:
 
 
 def _represent(request: Request, meeting: Meeting) -> dict[str, Any]:
-    return dict(MeetingSerializer(meeting, context={"request": request}).data)
+    return meeting_representation(meeting, api_key(request))
 
 
 def _fresh(request: Request, agency: Agency, pk: int) -> dict[str, Any]:
-    meeting = meetings_for_api(meetings_visible_to_agency(agency=agency)).get(pk=pk)
-    return _represent(request, meeting)
+    row = meeting_rows(meetings_visible_to_agency(agency=agency)).get(pk=pk)
+    return meeting_representations_of_rows([row], api_key(request))[0]
 
 
 def _single(data: dict[str, Any], status: int = 200, **headers: str) -> Response:
@@ -195,15 +199,14 @@ class MeetingListView(ApiView):
         if "cursor" in params:
             start, pk = params["cursor"]
             meetings = meetings.filter(Q(start__gt=start) | Q(start=start, pk__gt=pk))
-        page = list(meetings_for_api(meetings).order_by("start", "pk")[: page_size + 1])
+        page = list(meeting_rows(meetings.order_by("start", "pk"))[: page_size + 1])
         next_url = None
         if len(page) > page_size:
             page = page[:page_size]
-            last = page[-1]
             next_url = replace_query_param(
-                request.build_absolute_uri(), "cursor", cursor_encode(last.start, last.pk)
+                request.build_absolute_uri(), "cursor", cursor_encode(*meeting_row_key(page[-1]))
             )
-        results = MeetingSerializer(page, many=True, context={"request": request}).data
+        results = meeting_representations_of_rows(page, api_key(request))
         return Response({"next": next_url, "results": results})
 
     @extend_schema(
@@ -260,7 +263,8 @@ class MeetingDetailView(ApiView):
     def _locked(self, pk: int) -> Meeting:
         """The meeting, row-locked until the end of the transaction, ready to serialize."""
         meeting = (
-            meetings_for_api(meetings_visible_to_agency(agency=self.agency))
+            meetings_visible_to_agency(agency=self.agency)
+            .select_related("organizer", "reservation__backend")
             .select_for_update(of=("self",))
             .filter(pk=pk)
             .first()
@@ -298,12 +302,10 @@ class MeetingDetailView(ApiView):
         examples=[OpenApiExample("A meeting", response_only=True, value=MEETING_EXAMPLE)],
     )
     def get(self, request: Request, id: int) -> Response:  # noqa: A002 - the path's name
-        meeting = (
-            meetings_for_api(meetings_visible_to_agency(agency=self.agency)).filter(pk=id).first()
-        )
-        if meeting is None:
+        row = agency_meeting_row(agency=self.agency, pk=id)
+        if row is None:
             raise meeting_not_found()
-        data = _represent(request, meeting)
+        data = meeting_representations_of_rows([row], api_key(request))[0]
         etag = representation_etag(data)
         held = [tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")]
         if etag in held or "*" in held:

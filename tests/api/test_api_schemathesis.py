@@ -5,7 +5,9 @@ One deliberate setting: ``positive_data_acceptance`` also accepts 400 and 422 fo
 the schema cannot express the business rules a schema-valid body may still break (the organizer
 must be a member with the organizer role, a meeting may not start in the past, the window of a
 join ticket), and 410 for the delta sync (an unknown cursor is a string like any other, and 410
-is how the API says "sync again from scratch"). Every other check runs with its defaults.
+is how the API says "sync again from scratch"), and 412 for PATCH and DELETE (a well-formed
+If-Match that names another version is refused: that is the point of it). Every other check runs
+with its defaults.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ EXAMPLES = 100
 CONFIG = {
     "checks": {
         "positive_data_acceptance": {
-            "expected-statuses": ["2xx", "400", "401", "403", "404", "409", "410", "422", "429"]
+            "expected-statuses": [
+                *("2xx", "400", "401", "403", "404", "409", "410", "412", "422", "429")
+            ]
         }
     },
 }
