@@ -23,10 +23,7 @@ import json
 import os
 import platform
 import secrets
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -43,6 +40,7 @@ KEY_VARIABLE = "VB_BENCH_JOIN_SIGNING_KEY"
 os.environ[KEY_VARIABLE] = "bench-only-join-key-0123456789abcdef0123456789"
 
 from bench.run import DATABASE_URL, ensure_database  # noqa: E402
+from bench.server import free_port, start_gunicorn, stop, wait_for  # noqa: E402
 
 TARGET = 0.4
 OUT = ROOT / "var" / "bench" / "join.json"
@@ -107,58 +105,6 @@ def load() -> dict[str, Any]:
 
 
 # --- Server and load ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start_gunicorn(port: int) -> subprocess.Popen[bytes]:
-    log_dir = ROOT / "var" / "bench"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    env = os.environ.copy()
-    env.update(
-        DJANGO_SETTINGS_MODULE="visio_broker.settings",
-        DEBUG="false",
-        SITE_URL=f"http://127.0.0.1:{port}",
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-    )
-    argv = [
-        *(sys.executable, "-m", "gunicorn", "visio_broker.wsgi:application"),
-        f"--bind=127.0.0.1:{port}",
-        "--workers=2",
-        "--worker-class=gthread",
-        "--threads=4",
-        "--no-control-socket",
-        f"--access-logfile={os.devnull}",
-        f"--error-logfile={log_dir / 'join-gunicorn-error.log'}",
-    ]
-    return subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True)  # noqa: S603
-
-
-def wait_for(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def client_loop(port: int, target: dict[str, Any], count: int) -> tuple[int, int, list[float]]:
@@ -238,7 +184,7 @@ def measure(data: dict[str, Any], clients: int, requests: int, rounds: int) -> d
         },
     }
     port = free_port()
-    server = start_gunicorn(port)
+    server = start_gunicorn(port, log_name="join")
     results: dict[str, Any] = {}
     try:
         wait_for(port, server)

@@ -7,7 +7,6 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-import time_machine
 
 from agencies.models import AuditEvent, Role
 from meetings.models import Attendee, AttendeeRole, Meeting, PartStat
@@ -16,32 +15,15 @@ from tests.conftest import api_client
 from visio_broker.api import representation_etag
 from visio_broker.models import Notification
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clock")]
 
-NOW = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
 URL = "/api/v1/meetings/"
 EXTERN = "extern@example.org"
-
-
-@pytest.fixture(autouse=True)
-def clock():
-    with time_machine.travel(NOW, tick=False) as traveller:
-        yield traveller
-
-
-@pytest.fixture
-def organizer(agency, make_member):
-    return make_member(agency, Role.ORGANIZER, email="orla@test.gouv.example")
 
 
 @pytest.fixture
 def colleague(agency, make_member):
     return make_member(agency, Role.MEMBER, email="camille@test.gouv.example")
-
-
-@pytest.fixture
-def key(agency, make_api_key):
-    return make_api_key(agency)
 
 
 def create(raw_key, body, **headers):

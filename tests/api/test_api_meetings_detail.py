@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-import time_machine
 
 from agencies.models import AuditEvent, Role
 from meetings.models import MeetingStatus, PartStat
@@ -18,32 +17,10 @@ from tests.conftest import api_client
 from visio_broker.api import representation_etag
 from visio_broker.models import Notification
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clock")]
 
-NOW = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
 PARIS = ZoneInfo("Europe/Paris")
 EXTERN = "extern@example.org"
-
-
-@pytest.fixture(autouse=True)
-def clock():
-    with time_machine.travel(NOW, tick=False) as traveller:
-        yield traveller
-
-
-@pytest.fixture
-def organizer(agency, make_member):
-    return make_member(agency, Role.ORGANIZER, email="orla@test.gouv.example")
-
-
-@pytest.fixture
-def key(agency, make_api_key):
-    return make_api_key(agency)
-
-
-@pytest.fixture
-def client(key):
-    return api_client(key[1])
 
 
 @pytest.fixture

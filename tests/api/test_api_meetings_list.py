@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
-import time_machine
 
 from agencies.models import Role
 from meetings.models import Meeting
 from meetings.services import AttendeeSpec, meeting_cancel, meeting_schedule
 from tests.conftest import api_client
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clock")]
 
-NOW = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
 PARIS = ZoneInfo("Europe/Paris")
 URL = "/api/v1/meetings/"
-
-
-@pytest.fixture(autouse=True)
-def clock():
-    with time_machine.travel(NOW, tick=False) as traveller:
-        yield traveller
-
-
-@pytest.fixture
-def organizer(agency, make_member):
-    return make_member(agency, Role.ORGANIZER, email="orla@test.gouv.example")
 
 
 @pytest.fixture

@@ -8,9 +8,8 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-import time_machine
 
-from agencies.models import AuditEvent, Role
+from agencies.models import AuditEvent
 from meetings.models import Meeting, OccurrenceException
 from meetings.recurrence import Recurrence
 from meetings.services import AttendeeSpec, meeting_schedule, occurrence_cancel
@@ -18,9 +17,8 @@ from rooms.models import BackendKind, MediaBackend
 from tests.conftest import api_client
 from visio_broker.models import Notification
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clock")]
 
-NOW = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
 PARIS = ZoneInfo("Europe/Paris")
 EXTERN = "extern@example.org"
 # Mondays 10:00 Paris: 22 March is still winter time (09:00Z), 29 March summer time (08:00Z).
@@ -30,27 +28,6 @@ FIRST, SECOND, THIRD, FOURTH = (
     "20270405T080000Z",
     ("20270412T080000Z"),
 )
-
-
-@pytest.fixture(autouse=True)
-def clock():
-    with time_machine.travel(NOW, tick=False) as traveller:
-        yield traveller
-
-
-@pytest.fixture
-def organizer(agency, make_member):
-    return make_member(agency, Role.ORGANIZER, email="orla@test.gouv.example")
-
-
-@pytest.fixture
-def key(agency, make_api_key):
-    return make_api_key(agency)
-
-
-@pytest.fixture
-def client(key):
-    return api_client(key[1])
 
 
 @pytest.fixture
