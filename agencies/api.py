@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from django.db import transaction
 from django.urls import URLPattern, path, reverse
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
@@ -326,11 +327,21 @@ def _require_meetings_read(request: Request) -> None:
 
 
 class _EndpointView(ApiView):
-    def _endpoint(self, pk: int) -> WebhookEndpoint:
+    def _endpoint(self, pk: int, *, lock: bool = False) -> WebhookEndpoint:
         # Scoped to the key's agency: another agency's endpoint is a 404.
-        endpoint = webhook_endpoints_of(agency=self.agency).filter(pk=pk).first()
+        endpoints = webhook_endpoints_of(agency=self.agency)
+        if lock:
+            endpoints = endpoints.select_for_update(of=("self",))
+        endpoint = endpoints.filter(pk=pk).first()
         if endpoint is None:
             raise NotFound(_("No such webhook endpoint."))
+        return endpoint
+
+    def _endpoint_matching(self, request: Request, pk: int) -> WebhookEndpoint:
+        """The endpoint, row-locked, if the client's If-Match names its current version: two
+        systems cannot overwrite each other between the check and the write."""
+        endpoint = self._endpoint(pk, lock=True)
+        if_match_check(request, representation_etag(_represent(endpoint)))
         return endpoint
 
 
@@ -374,16 +385,16 @@ class WebhookDetailView(_EndpointView):
         ],
     )
     def patch(self, request: Request, id: int) -> Response:
-        endpoint = self._endpoint(id)
-        if_match_check(request, representation_etag(_represent(endpoint)))
         body = WebhookEndpointPatchSerializer(data=request.data, partial=True)
         body.is_valid(raise_exception=True)
         if "event_types" in body.validated_data or "url" in body.validated_data:
             _require_meetings_read(request)
-        with _service_errors():
-            endpoint = webhook_endpoint_update(
-                actor=_actor(request), endpoint=endpoint, **body.validated_data
-            )
+        with transaction.atomic():
+            endpoint = self._endpoint_matching(request, id)
+            with _service_errors():
+                endpoint = webhook_endpoint_update(
+                    actor=_actor(request), endpoint=endpoint, **body.validated_data
+                )
         return _single(_represent(endpoint))
 
     @extend_schema(
@@ -397,9 +408,9 @@ class WebhookDetailView(_EndpointView):
         responses={204: OpenApiResponse(description="Deleted.")},
     )
     def delete(self, request: Request, id: int) -> Response:
-        endpoint = self._endpoint(id)
-        if_match_check(request, representation_etag(_represent(endpoint)))
-        webhook_endpoint_delete(actor=_actor(request), endpoint=endpoint)
+        with transaction.atomic():
+            endpoint = self._endpoint_matching(request, id)
+            webhook_endpoint_delete(actor=_actor(request), endpoint=endpoint)
         return Response(status=204)
 
 

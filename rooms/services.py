@@ -486,16 +486,7 @@ def _room_started(occupancy: RoomOccupancy, data: ProviderEventData) -> None:
     occupancy.active_since = data.room_started_at or data.occurred_at
     occupancy.finished_at = None
     occupancy.state_changed_at = data.occurred_at
-    from agencies.webhooks import webhooks_emit
-
-    reservation = occupancy.reservation
-    webhooks_emit(
-        agency=reservation.agency,
-        event="room.started",
-        reservation=reservation,
-        occurred_at=occupancy.active_since,
-        event_id=data.event_id,
-    )
+    _room_event_emit(occupancy, "room.started", occupancy.active_since, data)
 
 
 def _room_finished(occupancy: RoomOccupancy, data: ProviderEventData) -> None:
@@ -511,14 +502,21 @@ def _room_finished(occupancy: RoomOccupancy, data: ProviderEventData) -> None:
         reservation=occupancy.reservation,
         left_at__isnull=True,
     ).update(left_at=finished, updated_at=timezone.now())
-    from agencies.webhooks import webhooks_emit
+    _room_event_emit(occupancy, "room.finished", finished, data)
+
+
+def _room_event_emit(
+    occupancy: RoomOccupancy, event: str, occurred_at: datetime, data: ProviderEventData
+) -> None:
+    """The agency's webhooks hear of it, in the transaction that records the provider event."""
+    from agencies.webhooks import webhooks_emit  # agencies.webhooks reads rooms models
 
     reservation = occupancy.reservation
     webhooks_emit(
         agency=reservation.agency,
-        event="room.finished",
+        event=event,
         reservation=reservation,
-        occurred_at=finished,
+        occurred_at=occurred_at,
         event_id=data.event_id,
     )
 
