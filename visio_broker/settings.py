@@ -143,9 +143,15 @@ if DATABASE_URL:
     )
     if _db["ENGINE"] == "django.db.backends.postgresql":
         _db["CONN_HEALTH_CHECKS"] = True
-        _db.setdefault("OPTIONS", {})["connect_timeout"] = env_int(
-            "DATABASE_CONNECT_TIMEOUT", 5, minimum=1
-        )
+        _options = _db.setdefault("OPTIONS", {})
+        _options["connect_timeout"] = env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
+        # Parameters bound by the server, and statements a connection runs again and again (the
+        # signed-in user, the API key, the join's meeting) prepared after a few runs: PostgreSQL
+        # then skips parsing and planning them, which was most of its work per request (bench/).
+        # Off for a transaction-pooling PgBouncer older than 1.21.
+        if env_bool("DATABASE_PREPARED_STATEMENTS", True):
+            _options["server_side_binding"] = True
+            _options["prepare_threshold"] = 5
     DATABASES = {"default": _db}
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
