@@ -165,6 +165,9 @@ def test_api_meetings_list_default_page_is_50(organizer, client):
     assert response.json()["next"] is not None
 
 
+# Committed data, as in production: no test transaction around the request (inside one, the
+# list's PostgreSQL page runs under a savepoint; see meetings.api.meetings._encoded_page).
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("count", [3, 30])
 def test_api_meetings_list_query_count_does_not_grow_with_the_page(
     count, organizer, agency, make_member, client, django_assert_num_queries
@@ -175,8 +178,9 @@ def test_api_meetings_list_query_count_does_not_grow_with_the_page(
         meeting.co_organizers.add(co_organizer)
     client.get(URL)  # the key's last use is written once a minute: not in the count below
 
-    # Key lookup, the page, its attendees and co-organizers (one query).
-    with django_assert_num_queries(3):
+    # Key lookup, then the page with its attendees and co-organizers, written as JSON by
+    # PostgreSQL (one query).
+    with django_assert_num_queries(2):
         response = client.get(URL, {"page_size": "200"})
 
     assert len(ids(response)) == count
