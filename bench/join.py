@@ -7,9 +7,9 @@ migrated if needed); this benchmark's rows (agency bench-join, its people, backe
 are replaced on each run. gunicorn: 2 workers (gthread, 4 threads), loopback, --no-control-socket.
 The load is a bounded loop: each client process sends a fixed number of requests over one
 keep-alive connection and checks every answer (302 to the provider, or 200); rounds of the
-endpoints alternate and the median round counts; p50/p95 are each request's latency as its client
-saw it, over all rounds. Clients share the machine's cores with the server. Prints the numbers and
-the ratio, writes var/bench/join.json.
+endpoints alternate and the median round counts, as do p50/p95 (each request's latency as its
+client saw it; bench/server.py). Clients share the machine's cores with the server. Prints the
+numbers and the ratio, writes var/bench/join.json.
 
     .venv/bin/python bench/join.py [--clients 4] [--requests 500] [--rounds 5] [--strict]
     .venv/bin/python bench/run.py join  (the same, through the benchmark runner)
@@ -18,15 +18,11 @@ the ratio, writes var/bench/join.json.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import platform
 import secrets
-import statistics
 import sys
-import time
-from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,7 +36,14 @@ KEY_VARIABLE = "VB_BENCH_JOIN_SIGNING_KEY"
 os.environ[KEY_VARIABLE] = "bench-only-join-key-0123456789abcdef0123456789"
 
 from bench.run import DATABASE_URL, ensure_database  # noqa: E402
-from bench.server import free_port, start_gunicorn, stop, wait_for  # noqa: E402
+from bench.server import (  # noqa: E402
+    Target,
+    free_port,
+    measure_targets,
+    start_gunicorn,
+    stop,
+    wait_for,
+)
 
 TARGET = 0.4
 OUT = ROOT / "var" / "bench" / "join.json"
@@ -107,107 +110,36 @@ def load() -> dict[str, Any]:
 # --- Server and load ------------------------------------------------------------------------------
 
 
-def client_loop(port: int, target: dict[str, Any], count: int) -> tuple[int, int, list[float]]:
-    """Send ``count`` requests over one keep-alive connection; (answers as expected, others,
-    milliseconds each request took)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    good = bad = 0
-    latencies = []
-    for _ in range(count):
-        began = time.perf_counter()
-        connection.request(target["method"], target["path"], body=b"", headers=target["headers"])
-        response = connection.getresponse()
-        response.read()
-        latencies.append((time.perf_counter() - began) * 1000)
-        location = response.getheader("Location") or ""
-        if response.status == target["status"] and location.startswith(target["location"]):
-            good += 1
-        else:
-            bad += 1
-    connection.close()
-    return good, bad, latencies
-
-
-def rate(port: int, target: dict[str, Any], clients: int, requests: int) -> dict[str, Any]:
-    with ProcessPoolExecutor(max_workers=clients) as pool:
-        # The pool's processes start before the clock does.
-        list(pool.map(time.sleep, [0.01] * clients))
-        began = time.perf_counter()
-        futures = [pool.submit(client_loop, port, target, requests) for _ in range(clients)]
-        answers = [future.result() for future in futures]
-        elapsed = time.perf_counter() - began
-    good = sum(g for g, _, _ in answers)
-    bad = sum(b for _, b, _ in answers)
-    latencies = [ms for _, _, each in answers for ms in each]
-    return {
-        "rps": (good + bad) / elapsed,
-        "requests": good + bad,
-        "unexpected": bad,
-        "latencies": latencies,
-    }
-
-
-def percentile(ordered: list[float], fraction: float) -> float:
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
 def measure(data: dict[str, Any], clients: int, requests: int, rounds: int) -> dict[str, Any]:
     csrf = secrets.token_hex(16)  # an unmasked CSRF secret: 32 characters, cookie and header
     targets = {
-        "healthz": {
-            "method": "GET",
-            "path": "/healthz",
-            "headers": {},
-            "status": 200,
-            "location": "",
-        },
+        "healthz": Target("GET", ("/healthz",), 200),
         # The same trivial view for a signed-in browser: what every signed-in request pays
         # before any view runs (session, user, allauth's session tracking, the MFA check).
-        "healthz_signed_in": {
-            "method": "GET",
-            "path": "/healthz",
-            "headers": {"Cookie": f"sessionid={data['session']}"},
-            "status": 200,
-            "location": "",
-        },
-        "join": {
-            "method": "POST",
-            "path": f"/meetings/{data['meeting']}/join/",
-            "headers": {
+        "healthz_signed_in": Target(
+            "GET", ("/healthz",), 200, headers={"Cookie": f"sessionid={data['session']}"}
+        ),
+        "join": Target(
+            "POST",
+            (f"/meetings/{data['meeting']}/join/",),
+            302,
+            headers={
                 "Cookie": f"sessionid={data['session']}; csrftoken={csrf}",
                 "X-CSRFToken": csrf,
                 "Content-Type": "application/x-www-form-urlencoded",
-                "Content-Length": "0",
             },
-            "status": 302,
-            "location": f"{FRONTEND}/custom?",
-        },
+            location=f"{FRONTEND}/custom?",
+        ),
     }
     port = free_port()
     server = start_gunicorn(port, log_name="join")
-    results: dict[str, Any] = {}
     try:
         wait_for(port, server)
-        for target in targets.values():  # both workers warm, and every answer as expected
-            warm = rate(port, target, clients, max(requests // 10, 20))
-            if warm["unexpected"]:
-                raise RuntimeError(f"{target['path']}: {warm['unexpected']} unexpected answers")
-        found: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
-        for _ in range(rounds):
-            for name, target in targets.items():
-                found[name].append(rate(port, target, clients, requests))
+        results: dict[str, Any] = measure_targets(
+            port, targets, clients=clients, requests=requests, rounds=rounds
+        )
     finally:
         stop(server)
-    for name, runs in found.items():
-        latencies = sorted(ms for run in runs for ms in run["latencies"])
-        results[name] = {
-            "rps": statistics.median(run["rps"] for run in runs),
-            "p50_ms": percentile(latencies, 0.5),
-            "p95_ms": percentile(latencies, 0.95),
-            "rounds": [round(run["rps"], 1) for run in runs],
-            "unexpected": sum(run["unexpected"] for run in runs),
-            "requests": sum(run["requests"] for run in runs),
-        }
     results["ratio"] = results["join"]["rps"] / results["healthz"]["rps"]
     results["join_vs_signed_in"] = results["join"]["rps"] / results["healthz_signed_in"]["rps"]
     return results

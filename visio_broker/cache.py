@@ -43,6 +43,23 @@ class _ReusedClients(RedisCacheClient):
         return client
 
 
+_WINDOW_HIT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+_window_scripts: dict[int, Any] = {}
+
+
+def _window_hit_script(client: Any) -> Any:
+    """The counter script, registered once per client (redis-py sends EVALSHA, and the script
+    itself again when the server does not know it yet)."""
+    script = _window_scripts.get(id(client))
+    if script is None:
+        script = _window_scripts[id(client)] = client.register_script(_WINDOW_HIT)
+    return script
+
+
 class ResilientRedisCache(RedisCache):
     def __init__(self, server: str, params: dict[str, Any]) -> None:
         super().__init__(server, params)
@@ -121,17 +138,16 @@ class ResilientRedisCache(RedisCache):
     def incr_window(self, key: Any, timeout: int, version: int | None = None) -> int | None:
         """One more hit on a fixed-window counter that lives ``timeout`` seconds from its first.
 
-        ``add(key, 0, timeout)`` then ``incr(key)`` in one round trip, inside MULTI/EXEC so the
-        counter cannot expire between the two. None while Redis is unavailable.
+        One script in Redis: INCR, and EXPIRE on the window's first hit, so the counter cannot
+        outlive its window (same value as ``add(key, 0, timeout)`` then ``incr(key)``). None
+        while Redis is unavailable.
         """
         key = self.make_and_validate_key(key, version=version)
         # Django's RedisCacheClient (not in the type stubs).
         redis_cache: Any = self._cache  # type: ignore[attr-defined]
         try:
-            pipeline = redis_cache.get_client(key, write=True).pipeline()
-            pipeline.set(key, redis_cache._serializer.dumps(0), nx=True, ex=timeout)
-            pipeline.incr(key)
-            _created, count = pipeline.execute()
+            client = redis_cache.get_client(key, write=True)
+            count = _window_hit_script(client)(keys=[key], args=[timeout], client=client)
         except _UNAVAILABLE as exc:
             _warn("incr_window", exc)
             return None
