@@ -5,12 +5,15 @@ from __future__ import annotations
 import base64
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from google.protobuf.json_format import MessageToDict
 from livekit.api import AccessToken, VideoGrants
+from livekit.api.access_token import Claims, snake_to_lower_camel
 
 from rooms.providers.base import JoinRole, Provider, Ticket
 
@@ -53,6 +56,39 @@ def video_grants(role: JoinRole, room_name: str) -> VideoGrants:
     )
 
 
+@cache
+def _claim_names(kind: type) -> tuple[tuple[str, str], ...]:
+    """(attribute, claim name) of a claims dataclass's fields, camelCased as the SDK does."""
+    return tuple((field.name, snake_to_lower_camel(field.name)) for field in fields(kind))
+
+
+def _claims_dict(value: Any) -> Any:
+    """``dataclasses.asdict`` with the SDK's dict_factory (camelCase names, None and "" left
+    out), without deep-copying every leaf: that copy was a tenth of a join's time."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {
+            claim: _claims_dict(item)
+            for name, claim in _claim_names(type(value))
+            if (item := getattr(value, name)) is not None and item != ""
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(_claims_dict(item) for item in value)
+    if isinstance(value, dict):
+        return {_claims_dict(key): _claims_dict(item) for key, item in value.items()}
+    return value
+
+
+class _Claims(Claims):
+    """The SDK's claims, written out by ``_claims_dict``: tokens byte-identical to the SDK's own
+    (tests/rooms/test_tokens_livekit.py)."""
+
+    def asdict(self) -> dict[str, Any]:
+        claims: dict[str, Any] = _claims_dict(self)
+        if self.room_config:
+            claims["roomConfig"] = MessageToDict(self.room_config)
+        return claims
+
+
 def _claims(token: str) -> dict[str, Any]:
     payload = token.split(".")[1]
     decoded: dict[str, Any] = json.loads(
@@ -86,9 +122,10 @@ class LiveKitProvider(Provider):
     ) -> Ticket:
         # email is not sent: LiveKit has no claim for it and every participant could read it.
         before = int(time.time())
+        access = AccessToken(backend.api_key, backend.secret())
+        access.claims = _Claims()
         token = (
-            AccessToken(backend.api_key, backend.secret())
-            .with_identity(identity)
+            access.with_identity(identity)
             .with_name(name)
             .with_grants(video_grants(role, room_name))
             .with_ttl(ttl)

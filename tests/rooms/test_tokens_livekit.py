@@ -9,9 +9,11 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 import pytest
 import time_machine
+from livekit.api import AccessToken, SIPGrants, VideoGrants
+from livekit.api.access_token import Claims
 
 from rooms.providers import JoinRole, provider_for
-from rooms.providers.livekit import LiveKitProvider
+from rooms.providers.livekit import LiveKitProvider, _Claims, video_grants
 from tests.rooms.join_helpers import *  # noqa: F403  (fixtures)
 from tests.rooms.join_helpers import (
     LIVEKIT_KEY,
@@ -167,3 +169,36 @@ def test_tokens_livekit_ticket_repr_hides_the_token():
     ticket = mint(JoinRole.PARTICIPANT)
     assert ticket.token not in repr(ticket)
     assert LIVEKIT_SECRET not in ticket.token
+
+
+@pytest.mark.parametrize("role", list(JoinRole))
+def test_tokens_livekit_are_byte_identical_to_the_sdks_own(role):
+    """The adapter writes the claims without dataclasses.asdict; the token must not change."""
+    with time_machine.travel(datetime(2027, 3, 29, 8, 0, 30, tzinfo=UTC), tick=False):
+        ticket = mint(role)
+        sdk_token = (
+            AccessToken(LIVEKIT_KEY, LIVEKIT_SECRET)
+            .with_identity("user-42")
+            .with_name("Amélie Dupont")
+            .with_grants(video_grants(role, ROOM))
+            .with_ttl(TTL)
+            .to_jwt()
+        )
+    assert ticket.token == sdk_token
+
+
+def test_tokens_livekit_claims_dict_equals_the_sdks_for_every_kind_of_field():
+    grants = {
+        "video": VideoGrants(
+            room_join=True, room=ROOM, can_publish_sources=["camera", "microphone"], hidden=None
+        ),
+        "sip": SIPGrants(admin=True),
+        "attributes": {"agency": "dinum", "empty": ""},
+        "metadata": "",
+        "name": "Amélie",
+        "kind": "standard",
+    }
+    ours, sdks = _Claims(**grants).asdict(), Claims(**grants).asdict()
+    assert ours == sdks
+    assert list(ours) == list(sdks)  # the same order, so the same JSON text
+    assert list(ours["video"]) == list(sdks["video"])
