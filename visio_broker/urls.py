@@ -12,7 +12,9 @@ urlpatterns = [
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("visio_broker.api_urls")),
-    path("", include("meetings.urls")),
+    # Rooms before meetings (their paths do not overlap): the join page is the busiest path,
+    # everyone at the top of the hour, and the resolver tries the patterns in order.
     path("", include("rooms.urls")),
+    path("", include("meetings.urls")),
     path("", include("agencies.urls")),
 ]
