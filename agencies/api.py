@@ -7,8 +7,6 @@ endpoint is created and when it is rotated; it is never stored in clear (agencie
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from django.db import transaction
@@ -38,6 +36,8 @@ from visio_broker.api import (
     ApiView,
     InsufficientScope,
     JsonBodySerializer,
+    etagged_response,
+    field_errors,
     if_match_check,
     query_data,
     representation_etag,
@@ -49,6 +49,8 @@ TAGS = ["webhooks"]
 SCOPE = "webhooks:manage"
 MEETINGS_READ = "meetings:read"
 _URL_CODES = {"invalid_url", "https_required", "credentials_in_url", "private_address"}
+# Refusals of the subscription services about one field of the body.
+_FIELD_OF_ERROR = {**dict.fromkeys(_URL_CODES, "url"), "invalid_event_types": "event_types"}
 
 
 # --- Serializers ------------------------------------------------------------------------------
@@ -192,31 +194,12 @@ def _cursor(pk: int) -> str:
 # --- Helpers ----------------------------------------------------------------------------------
 
 
-@contextmanager
-def _service_errors() -> Iterator[None]:
-    """A refused URL or event type list becomes a field error of that field."""
-    try:
-        yield
-    except InvalidInput as exc:
-        if exc.code in _URL_CODES:
-            raise serializers.ValidationError({"url": [exc.message]}, code=exc.code) from exc
-        if exc.code == "invalid_event_types":
-            raise serializers.ValidationError(
-                {"event_types": [exc.message]}, code=exc.code
-            ) from exc
-        raise
-
-
 def _actor(request: Request) -> str:
     return str(request.user)  # "api-key:vbk_<prefix>": the audit trail names the key
 
 
 def _represent(endpoint: WebhookEndpoint) -> dict[str, Any]:
     return dict(WebhookEndpointSerializer(endpoint).data)
-
-
-def _single(data: dict[str, Any], status: int = 200, **headers: str) -> Response:
-    return Response(data, status=status, headers={"ETag": representation_etag(data), **headers})
 
 
 # --- OpenAPI examples -------------------------------------------------------------------------
@@ -309,7 +292,7 @@ class WebhookListView(ApiView):
         body = WebhookEndpointCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         _require_meetings_read(request)
-        with _service_errors():
+        with field_errors(_FIELD_OF_ERROR):
             endpoint, secret = webhook_endpoint_create(
                 actor=_actor(request), agency=self.agency, **body.validated_data
             )
@@ -358,7 +341,7 @@ class WebhookDetailView(_EndpointView):
         examples=[OpenApiExample("An endpoint", response_only=True, value=ENDPOINT_EXAMPLE)],
     )
     def get(self, request: Request, id: int) -> Response:
-        return _single(_represent(self._endpoint(id)))
+        return etagged_response(_represent(self._endpoint(id)))
 
     @extend_schema(
         tags=TAGS,
@@ -391,11 +374,11 @@ class WebhookDetailView(_EndpointView):
             _require_meetings_read(request)
         with transaction.atomic():
             endpoint = self._endpoint_matching(request, id)
-            with _service_errors():
+            with field_errors(_FIELD_OF_ERROR):
                 endpoint = webhook_endpoint_update(
                     actor=_actor(request), endpoint=endpoint, **body.validated_data
                 )
-        return _single(_represent(endpoint))
+        return etagged_response(_represent(endpoint))
 
     @extend_schema(
         tags=TAGS,

@@ -24,7 +24,6 @@ from django.utils.translation import gettext_lazy
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import ISO_8601, serializers
-from rest_framework.exceptions import ErrorDetail
 from rest_framework.settings import api_settings
 
 from agencies.models import REMINDER_CHOICES_MINUTES, Agency, ApiKey, ApiScope, User
@@ -701,14 +700,6 @@ FIELD_OF_ERROR = {
     "invalid_access_level": "access",
     "invalid_reminder": "reminder_minutes",
 }
-
-
-def as_field_error(exc: InvalidInput) -> serializers.ValidationError | None:
-    """The service's refusal as a field error of the body, when it is about one field."""
-    field = FIELD_OF_ERROR.get(exc.code)
-    if field is None:
-        return None
-    return serializers.ValidationError({field: [ErrorDetail(exc.message, code=exc.code)]})
 
 
 class MeetingWriteSerializer(JsonBodySerializer):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import Token
 from dataclasses import dataclass
 from datetime import timedelta
@@ -43,7 +44,7 @@ from agencies.apikeys import key_parse, secret_hash, secret_matches
 from agencies.models import Agency, ApiKey
 from agencies.services import apikey_used
 from visio_broker.audit import _acting_key
-from visio_broker.errors import DomainError, NoCapacity
+from visio_broker.errors import DomainError, InvalidInput, NoCapacity
 from visio_broker.models import IdempotentRequest
 
 if TYPE_CHECKING:
@@ -572,6 +573,24 @@ def representation_etag(data: Any) -> str:
     """A strong ETag of what the client was shown: any visible change changes it."""
     encoded = json.dumps(data, sort_keys=True, separators=(",", ":"), cls=DjangoJSONEncoder)
     return '"' + hashlib.sha256(encoded.encode()).hexdigest()[:32] + '"'
+
+
+def etagged_response(data: dict[str, Any], status: int = 200, **headers: str) -> Response:
+    """One resource, with the ETag of what it shows."""
+    return Response(data, status=status, headers={"ETag": representation_etag(data), **headers})
+
+
+@contextmanager
+def field_errors(field_of_code: Mapping[str, str]) -> Iterator[None]:
+    """A service's refusal about one field of the body (its code mapped to that field) becomes
+    a 400 naming the field; other refusals go on to the problem handler."""
+    try:
+        yield
+    except InvalidInput as exc:
+        field = field_of_code.get(exc.code)
+        if field is None:
+            raise
+        raise serializers.ValidationError({field: [exc.message]}, code=exc.code) from exc
 
 
 def if_match_check(request: Request, current_etag: str) -> None:

@@ -29,13 +29,13 @@ from agencies.models import Agency, User
 from meetings.models import Attendee, Meeting
 from meetings.selectors import meeting_acting_member, meetings_visible_to_agency
 from meetings.serializers import (
+    FIELD_OF_ERROR,
     MeetingCreateSerializer,
     MeetingListQuerySerializer,
     MeetingPageSerializer,
     MeetingPatchSerializer,
     MeetingSerializer,
     agency_meeting_row,
-    as_field_error,
     cursor_encode,
     meeting_json_available,
     meeting_json_rows,
@@ -45,7 +45,15 @@ from meetings.serializers import (
     meeting_rows,
 )
 from meetings.services import meeting_cancel, meeting_schedule, meeting_update
-from visio_broker.api import ApiView, api_key, if_match_check, query_data, representation_etag
+from visio_broker.api import (
+    ApiView,
+    api_key,
+    etagged_response,
+    field_errors,
+    if_match_check,
+    query_data,
+    representation_etag,
+)
 from visio_broker.errors import Conflict, InvalidInput, NotFound
 
 READ = {"GET": "meetings:read"}
@@ -78,14 +86,12 @@ def acting_member(meeting: Meeting) -> User:
 def service_errors() -> Iterator[None]:
     """Service refusals about one field of the body become field errors of that field."""
     try:
-        yield
+        with field_errors(FIELD_OF_ERROR):
+            yield
     except InvalidInput as exc:
         if exc.code == "meeting_cancelled":
             raise Conflict(exc.message, code=exc.code) from exc
-        field_error = as_field_error(exc)
-        if field_error is None:
-            raise
-        raise field_error from exc
+        raise
 
 
 def _represent(request: Request, meeting: Meeting) -> dict[str, Any]:
@@ -95,10 +101,6 @@ def _represent(request: Request, meeting: Meeting) -> dict[str, Any]:
 def _fresh(request: Request, agency: Agency, pk: int) -> dict[str, Any]:
     row = meeting_rows(meetings_visible_to_agency(agency=agency)).get(pk=pk)
     return meeting_representations_of_rows([row], api_key(request))[0]
-
-
-def _single(data: dict[str, Any], status: int = 200, **headers: str) -> Response:
-    return Response(data, status=status, headers={"ETag": representation_etag(data), **headers})
 
 
 # --- OpenAPI examples -------------------------------------------------------------------------
@@ -245,7 +247,7 @@ class MeetingListView(ApiView):
             meeting = meeting_schedule(**body.service_kwargs())
         data = _fresh(request, self.agency, meeting.pk)
         location = request.build_absolute_uri(reverse("api-meeting", kwargs={"id": meeting.pk}))
-        return _single(data, status=201, Location=location)
+        return etagged_response(data, status=201, Location=location)
 
 
 def _next_page_url(request: Request, start: datetime, pk: int) -> str:
@@ -346,7 +348,7 @@ class MeetingDetailView(ApiView):
         held = [tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")]
         if etag in held or "*" in held:
             return Response(status=304, headers={"ETag": etag})
-        return _single(data)
+        return etagged_response(data)
 
     @extend_schema(
         tags=TAGS,
@@ -393,7 +395,7 @@ class MeetingDetailView(ApiView):
                 meeting_update(
                     actor=acting_member(meeting), meeting=meeting, **body.service_kwargs()
                 )
-        return _single(_fresh(request, self.agency, id))
+        return etagged_response(_fresh(request, self.agency, id))
 
     @extend_schema(
         tags=TAGS,
@@ -417,7 +419,7 @@ class MeetingDetailView(ApiView):
             if not meeting.is_cancelled:
                 with service_errors():
                     meeting_cancel(actor=acting_member(meeting), meeting=meeting)
-        return _single(_fresh(request, self.agency, id))
+        return etagged_response(_fresh(request, self.agency, id))
 
 
 def _refuse_organizer_change(request: Request, meeting: Meeting) -> None:
