@@ -9,6 +9,7 @@ outbox: rows wait for the sweeper.
 from __future__ import annotations
 
 import logging
+from functools import cache
 from typing import Any
 
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
@@ -48,16 +49,13 @@ local count = redis.call('INCR', KEYS[1])
 if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return count
 """
-_window_scripts: dict[int, Any] = {}
 
 
+@cache
 def _window_hit_script(client: Any) -> Any:
-    """The counter script, registered once per client (redis-py sends EVALSHA, and the script
-    itself again when the server does not know it yet)."""
-    script = _window_scripts.get(id(client))
-    if script is None:
-        script = _window_scripts[id(client)] = client.register_script(_WINDOW_HIT)
-    return script
+    """The counter script, once per client (_ReusedClients keeps one per pool): redis-py sends
+    EVALSHA, and the script itself when the server does not know it yet."""
+    return client.register_script(_WINDOW_HIT)
 
 
 class ResilientRedisCache(RedisCache):

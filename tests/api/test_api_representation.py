@@ -9,7 +9,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-import time_machine
 from django.test import RequestFactory
 from django.utils import timezone
 from rest_framework.request import Request
@@ -35,23 +34,13 @@ from meetings.serializers import (
 )
 from meetings.services import AttendeeSpec, meeting_cancel, meeting_schedule
 from rooms.models import RoomReservation
+from tests.api.conftest import NOW
 from tests.conftest import api_client
 
-pytestmark = pytest.mark.django_db
+# The clock and the organizer: tests/api/conftest.py.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("clock")]
 
-NOW = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
 PARIS = ZoneInfo("Europe/Paris")
-
-
-@pytest.fixture(autouse=True)
-def clock():
-    with time_machine.travel(NOW, tick=False) as traveller:
-        yield traveller
-
-
-@pytest.fixture
-def organizer(agency, make_member):
-    return make_member(agency, Role.ORGANIZER)
 
 
 @pytest.fixture
