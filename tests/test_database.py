@@ -1,16 +1,19 @@
 """PostgreSQL connections bind parameters on the server and prepare the statements they repeat
-(DATABASE_PREPARED_STATEMENTS, on by default; off for a transaction-pooling PgBouncer)."""
+(DATABASE_PREPARED_STATEMENTS, on by default; off for a transaction-pooling PgBouncer), and a
+kept connection is checked without a round trip."""
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 from agencies.models import Agency
 
@@ -64,3 +67,72 @@ def test_prepared_statements_are_on_by_default_and_can_be_turned_off():
         "prepare_threshold": 5,
     }
     assert _options(DATABASE_PREPARED_STATEMENTS="false") == {"connect_timeout": 5}
+
+
+# --- The health check of a kept connection (visio_broker.postgresql) -----------------------------
+
+
+@pytest.fixture
+def kept_connections():
+    """Two fresh autocommit connections to the test database, outside the test's transaction:
+    the one checked and an administrator's."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the health check is PostgreSQL's")
+    opened = [connections.create_connection(DEFAULT_DB_ALIAS) for _ in range(2)]
+    for wrapper in opened:
+        wrapper.ensure_connection()
+    yield opened
+    for wrapper in opened:
+        wrapper.close()
+
+
+def _last_query(admin, pid: int) -> str | None:
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", [pid])
+        found = cursor.fetchone()
+    return found[0] if found else None
+
+
+@pytest.mark.django_db
+def test_a_quiet_kept_connection_is_usable_without_a_query(kept_connections):
+    checked, admin = kept_connections
+    with checked.cursor() as cursor:
+        cursor.execute("SELECT 'the last query'")
+    assert checked.is_usable()
+    # The server ran nothing since: the check cost no round trip.
+    assert _last_query(admin, checked.connection.info.backend_pid) == "SELECT 'the last query'"
+
+
+@pytest.mark.django_db
+def test_a_connection_the_server_dropped_is_replaced_before_the_request_queries(kept_connections):
+    checked, admin = kept_connections
+    pid = checked.connection.info.backend_pid
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    deadline = time.monotonic() + 10
+    while _last_query(admin, pid) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not checked.is_usable()
+    # What Django does at a request's first query: check, close, connect again; no error.
+    checked.health_check_done = False
+    with checked.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
+    assert checked.connection.info.backend_pid != pid
+
+
+@pytest.mark.django_db
+def test_a_connection_the_server_spoke_to_is_asked(kept_connections):
+    """A notification makes the socket readable: Django's SELECT 1 decides (it is alive)."""
+    checked, admin = kept_connections
+    with checked.cursor() as cursor:
+        cursor.execute("LISTEN visio_health_check")
+    with admin.cursor() as cursor:
+        cursor.execute("NOTIFY visio_health_check")
+    deadline = time.monotonic() + 10
+    poller = select.poll()
+    poller.register(checked.connection.fileno(), select.POLLIN)
+    while not poller.poll(50) and time.monotonic() < deadline:
+        pass
+    assert checked.is_usable()
+    assert _last_query(admin, checked.connection.info.backend_pid) == "SELECT 1"

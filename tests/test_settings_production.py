@@ -136,7 +136,7 @@ def test_production_profile_is_hardened(production_env):
     assert values["SECRET_KEY"] == production_env["SECRET_KEY"]
     assert values["CSRF_TRUSTED_ORIGINS"] == ["https://visio.example.gouv.fr"]
     assert values["CELERY_BROKER_URL"] == "redis://127.0.0.1:6379/9"
-    assert second == "visio_broker.cache.ResilientRedisCache django.db.backends.postgresql"
+    assert second == "visio_broker.cache.ResilientRedisCache visio_broker.postgresql"
 
 
 def test_production_check_deploy_passes(production_env):

@@ -142,6 +142,8 @@ if DATABASE_URL:
         DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
     )
     if _db["ENGINE"] == "django.db.backends.postgresql":
+        # Django's backend, checking a kept connection without a round trip (the module says how).
+        _db["ENGINE"] = "visio_broker.postgresql"
         _db["CONN_HEALTH_CHECKS"] = True
         _options = _db.setdefault("OPTIONS", {})
         _options["connect_timeout"] = env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
