@@ -1,6 +1,7 @@
 """PostgreSQL connections bind parameters on the server and prepare the statements they repeat
 (DATABASE_PREPARED_STATEMENTS, on by default; off for a transaction-pooling PgBouncer), and a
-kept connection is checked without a round trip."""
+kept connection is checked without a round trip, and timestamps are parsed by psycopg's compiled
+loader."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ import select
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import DEFAULT_DB_ALIAS, connection, connections
+from psycopg.pq import Format
 
 from agencies.models import Agency
+from visio_broker.postgresql.base import TIMESTAMPTZ_OID, UtcTimestamptzLoader
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOW_OPTIONS = """
@@ -136,3 +141,39 @@ def test_a_connection_the_server_spoke_to_is_asked(kept_connections):
         pass
     assert checked.is_usable()
     assert _last_query(admin, checked.connection.info.backend_pid) == "SELECT 1"
+
+
+# --- Timestamps read by psycopg's compiled loader (visio_broker.postgresql) -----------------------
+
+
+@pytest.mark.django_db
+def test_timestamps_read_back_as_the_same_instants_in_utc(agency):
+    if connection.vendor != "postgresql":
+        pytest.skip("the loader is PostgreSQL's")
+    moments = [
+        datetime(2026, 3, 29, 0, 59, 59, 999999, tzinfo=UTC),
+        datetime(2026, 10, 25, 1, 30, 0, 1, tzinfo=ZoneInfo("Europe/Paris")),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ]
+    for moment in moments:
+        Agency.objects.filter(pk=agency.pk).update(created_at=moment)
+        found = Agency.objects.values_list("created_at", flat=True).get(pk=agency.pk)
+        assert found == moment
+        assert found.tzinfo is UTC
+    loader = connection.connection.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT)
+    assert loader is UtcTimestamptzLoader
+
+
+@pytest.mark.django_db
+def test_a_session_in_another_zone_still_reads_utc(agency):
+    if connection.vendor != "postgresql":
+        pytest.skip("the loader is PostgreSQL's")
+    moment = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
+    Agency.objects.filter(pk=agency.pk).update(created_at=moment)
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL TIME ZONE 'America/Sao_Paulo'")
+        cursor.execute("SELECT created_at FROM agencies_agency WHERE id = %s", [agency.pk])
+        (found,) = cursor.fetchone()
+    assert found == moment
+    assert found.tzinfo is UTC
