@@ -210,10 +210,12 @@ class JoinTicketView(ApiView):
         serializer = JoinTicketRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        user = selectors.person_for_join(email=data["email"]) if data.get("email") else None
-        meeting = selectors.meeting_for_agency_join(agency=self.agency, pk=id, user=user)
-        if meeting is None:
+        found = selectors.meeting_for_agency_join(
+            agency=self.agency, pk=id, email=data.get("email")
+        )
+        if found is None:
             raise NotFound(_("No such meeting."), code="not_found")
+        meeting, user = found
         recurrence_id = data.get("occurrence")
         try:
             ticket = _ticket_issue(meeting, recurrence_id, user, data.get("name", ""))

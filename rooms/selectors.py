@@ -283,9 +283,11 @@ def join_window(
 class _JoinQuery:
     anonymous: str
     signed_in: str
+    by_address: str  # the person named by an address, read in the same query (the API)
     meeting: Columns[Meeting]
     reservation: Columns[RoomReservation]
     backend: Columns[MediaBackend]
+    person: Columns[User]
 
 
 @cache
@@ -299,30 +301,41 @@ def _join_query() -> _JoinQuery:
     co_organizer = Columns.of(Meeting.co_organizers.through, "co")
     attendee = Columns.of(Attendee, "at")
     membership = Columns.of(Membership, "ms")
-    # Identifiers from the models' metadata; ids are parameters.
+    # Identifiers from the models' metadata; ids and the address are parameters.
     own_room = f"{reservation.column('meeting')} = {meeting.column('id')}"
     tables = (
         f"FROM {meeting.table} LEFT JOIN {reservation.table} ON {own_room} "
-        f"LEFT JOIN {backend.table} ON {backend.column('id')} = {reservation.column('backend')} "
-        f"WHERE {meeting.column('id')} = %(pk)s"
+        f"LEFT JOIN {backend.table} ON {backend.column('id')} = {reservation.column('backend')}"
+    )
+    where = f"WHERE {meeting.column('id')} = %(pk)s"
+    person = Columns.of(User, "u")
+    # LOWER(email) is the unique index user_email_ci_unique: one person at most.
+    named = (
+        f"LEFT JOIN {person.table} ON LOWER({person.column('email')}) = %(email)s "
+        f"AND {person.column('is_active')}"
     )
     columns = f"SELECT {meeting.sql}, {reservation.sql}, {backend.sql}"
-    ties = (
-        f"EXISTS (SELECT 1 FROM {co_organizer.table} "  # noqa: S608
-        f"WHERE {co_organizer.column('meeting')} = {meeting.column('id')} "
-        f"AND {co_organizer.column('user')} = %(user)s), "
-        f"(SELECT {attendee.column('role')} FROM {attendee.table} "
-        f"WHERE {attendee.column('meeting')} = {meeting.column('id')} "
-        f"AND {attendee.column('user')} = %(user)s ORDER BY {attendee.column('id')} LIMIT 1), "
-        f"(SELECT {membership.column('agency')} FROM {membership.table} "
-        f"WHERE {membership.column('user')} = %(user)s LIMIT 1)"
-    )
+
+    def ties(user: str) -> str:
+        return (
+            f"EXISTS (SELECT 1 FROM {co_organizer.table} "  # noqa: S608
+            f"WHERE {co_organizer.column('meeting')} = {meeting.column('id')} "
+            f"AND {co_organizer.column('user')} = {user}), "
+            f"(SELECT {attendee.column('role')} FROM {attendee.table} "
+            f"WHERE {attendee.column('meeting')} = {meeting.column('id')} "
+            f"AND {attendee.column('user')} = {user} ORDER BY {attendee.column('id')} LIMIT 1), "
+            f"(SELECT {membership.column('agency')} FROM {membership.table} "
+            f"WHERE {membership.column('user')} = {user} LIMIT 1)"
+        )
+
     return _JoinQuery(
-        anonymous=f"{columns} {tables}",
-        signed_in=f"{columns}, {ties} {tables}",
+        anonymous=f"{columns} {tables} {where}",
+        signed_in=f"{columns}, {ties('%(user)s')} {tables} {where}",
+        by_address=f"{columns}, {person.sql}, {ties(person.column('id'))} {tables} {named} {where}",
         meeting=meeting,
         reservation=reservation,
         backend=backend,
+        person=person,
     )
 
 
@@ -340,6 +353,15 @@ def meeting_for_join(*, pk: int, user: User | AnonymousUser | None) -> Meeting |
         row = cursor.fetchone()
     if row is None:
         return None
+    meeting, at = _joined_meeting(query, row)
+    if signed_in:
+        _set_ties(meeting, cast(User, user).pk, row[at:])
+    return meeting
+
+
+def _joined_meeting(query: _JoinQuery, row: Sequence[Any]) -> tuple[Meeting, int]:
+    """The meeting with its room and backend at the start of a join query's row, and where the
+    rest of the row starts."""
     meeting = cast(Meeting, query.meeting.instance(row))
     at = query.meeting.width
     reservation = query.reservation.instance(row, at)
@@ -349,12 +371,13 @@ def meeting_for_join(*, pk: int, user: User | AnonymousUser | None) -> Meeting |
     if reservation is not None:
         RoomReservation.meeting.field.set_cached_value(reservation, meeting)
         RoomReservation.backend.field.set_cached_value(reservation, query.backend.instance(row, at))
-    at += query.backend.width
-    if signed_in:
-        ties = cast(Any, meeting)
-        ties.viewer_id = cast(User, user).pk
-        ties.viewer_co_organizer, ties.viewer_attendee_role, ties.viewer_agency_id = row[at:]
-    return meeting
+    return meeting, at + query.backend.width
+
+
+def _set_ties(meeting: Meeting, user_id: int, found: Sequence[Any]) -> None:
+    ties = cast(Any, meeting)
+    ties.viewer_id = user_id
+    ties.viewer_co_organizer, ties.viewer_attendee_role, ties.viewer_agency_id = found
 
 
 def join_access(*, meeting: Meeting, user: User | AnonymousUser | None) -> JoinAccess | None:
@@ -503,36 +526,29 @@ def adhoc_room_abilities(
 # --- Join through an agency's API ---------------------------------------------------------------
 
 
-def meeting_for_agency_join(*, agency: Agency, pk: int, user: User | None) -> Meeting | None:
-    """meeting_for_join among the meetings ``agency``'s API key sees: another agency's meeting
-    is None, whoever the ticket is for.
+def meeting_for_agency_join(
+    *, agency: Agency, pk: int, email: str | None
+) -> tuple[Meeting, User | None] | None:
+    """meeting_for_join among the meetings ``agency``'s API key sees, with the active account
+    ``email`` names (case-insensitive; None without an address or an account) and its ties to
+    the meeting, all in one query. Another agency's meeting is None, whoever asks.
 
-    meetings_visible_to_agency's rule (the agency hosts it), checked on the row meeting_for_join
-    read: one query for the meeting, its room and the person's ties.
+    meetings_visible_to_agency's rule (the agency hosts it), checked on the row read.
     """
-    meeting = meeting_for_join(pk=pk, user=user)
+    if not email:
+        meeting = meeting_for_join(pk=pk, user=None)
+        person = None
+    else:
+        query = _join_query()
+        with connections[router.db_for_read(Meeting)].cursor() as cursor:
+            cursor.execute(query.by_address, {"pk": pk, "email": email.strip().lower()})
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        meeting, at = _joined_meeting(query, row)
+        person = query.person.instance(row, at)
+        if person is not None:
+            _set_ties(meeting, person.pk, row[at + query.person.width :])
     if meeting is None or meeting.host_agency_id != agency.pk:
         return None
-    return meeting
-
-
-@cache
-def _person_query() -> tuple[str, Columns[User]]:
-    user = Columns.of(User, "u")
-    # Identifiers from the models' metadata; the address is a parameter. LOWER(email) is the
-    # unique index user_email_ci_unique.
-    sql = (
-        f"SELECT {user.sql} FROM {user.table} "  # noqa: S608
-        f"WHERE LOWER({user.column('email')}) = %s AND {user.column('is_active')} LIMIT 1"
-    )
-    return sql, user
-
-
-def person_for_join(*, email: str) -> User | None:
-    """The active account an address names (case-insensitive), for a join ticket asked through
-    the API; hand-written like meeting_for_join, the ORM would compile it on every ticket."""
-    sql, users = _person_query()
-    with connections[router.db_for_read(User)].cursor() as cursor:
-        cursor.execute(sql, [email.strip().lower()])
-        row = cursor.fetchone()
-    return None if row is None else users.instance(row)
+    return meeting, person

@@ -132,3 +132,62 @@ def test_meeting_for_join_without_a_room_has_no_reservation(people, book):
 
 def test_meeting_for_join_of_an_unknown_meeting_is_none(people):
     assert selectors.meeting_for_join(pk=999_999, user=people.attendee) is None
+
+
+# --- The API's read: the meeting and the person an address names, in one query ----------------
+
+
+@pytest.mark.parametrize("who", [*ROLES, "host_member", "other_agency"])
+def test_meeting_for_agency_join_reads_the_person_and_what_the_orm_reads(
+    who, people, book, django_assert_num_queries
+):
+    meeting = book()
+    user = people.user(who)
+    expected = orm_meeting_for_join(meeting.pk, user)
+    address = f"  {user.email.upper()} "
+    with django_assert_num_queries(1):
+        found, person = selectors.meeting_for_agency_join(
+            agency=meeting.host_agency, pk=meeting.pk, email=address
+        )
+        backend = found.reservation.backend
+    assert values(person) == values(user)
+    assert values(found) == values(expected)
+    assert values(backend) == values(expected.reservation.backend)
+    assert {tie: getattr(found, tie) for tie in TIES} == {
+        tie: getattr(expected, tie) for tie in TIES
+    }
+    assert selectors.join_access(meeting=found, user=person) == selectors.join_access(
+        meeting=expected, user=user
+    )
+
+
+@pytest.mark.parametrize("address", ["nobody@elsewhere.example", "", None, "inactive"])
+def test_meeting_for_agency_join_without_an_active_account_reads_the_meeting_alone(
+    address, people, book
+):
+    meeting = book()
+    if address == "inactive":
+        people.attendee.is_active = False
+        people.attendee.save(update_fields=["is_active"])
+        address = people.attendee.email
+    found, person = selectors.meeting_for_agency_join(
+        agency=meeting.host_agency, pk=meeting.pk, email=address
+    )
+    assert person is None
+    assert found.pk == meeting.pk and found.reservation.backend is not None
+    assert not hasattr(found, "viewer_id")
+    assert selectors.join_access(meeting=found, user=None) is None  # an invitation-only meeting
+
+
+def test_meeting_for_agency_join_of_another_agency_or_no_meeting_is_none(
+    people, book, other_agency
+):
+    meeting = book()
+    email = people.attendee.email
+    assert (
+        selectors.meeting_for_agency_join(agency=other_agency, pk=meeting.pk, email=email) is None
+    )
+    assert (
+        selectors.meeting_for_agency_join(agency=meeting.host_agency, pk=999_999, email=email)
+        is None
+    )
