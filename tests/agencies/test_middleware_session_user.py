@@ -140,3 +140,17 @@ def test_tampered_session_hash_is_anonymous_and_flushed(agency, make_member):
     response = client.get(PAGE)
     assert response.status_code == 302
     assert SESSION_KEY not in client.session
+
+
+def test_the_request_carries_the_user_itself_not_a_lazy_proxy(agency, make_member):
+    user = make_member(agency)
+    request = request_of(signed_in(user))
+    assert type(request.user) is User
+    assert request.user == user
+
+
+def test_a_request_without_a_session_reads_nothing(db, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        response = Client().get("/healthz")
+    assert response.status_code == 200
+    assert type(response.wsgi_request.user) is AnonymousUser
