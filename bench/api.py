@@ -34,6 +34,7 @@ from bench.server import (  # noqa: E402
     Target,
     free_port,
     measure_targets,
+    round_ratios,
     start_gunicorn,
     stop,
     wait_for,
@@ -206,8 +207,9 @@ def main() -> int:
     finally:
         stop(server)
     baseline = results["healthz"]["rps"]
-    for result in results.values():
+    for name, result in results.items():
         result["ratio"] = result["rps"] / baseline
+        result["round_ratios"] = round_ratios(results, name)
     missed = [
         name
         for name, target in TARGETS.items()
@@ -236,6 +238,9 @@ def main() -> int:
             f"{label:<34} {result['rps']:>8.0f} {result['p50_ms']:>8.1f} {result['p95_ms']:>8.1f} "
             f"{result['ratio']:>6.2f}×  {verdict}"
         )
+    print("ratio round by round (each pair measured back to back):")
+    for name in TARGETS:
+        print(f"  {labels[name]:<32} {results[name]['round_ratios']}")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     from django.db import connection
 

@@ -40,6 +40,7 @@ from bench.server import (  # noqa: E402
     Target,
     free_port,
     measure_targets,
+    round_ratios,
     start_gunicorn,
     stop,
     wait_for,
@@ -141,6 +142,7 @@ def measure(data: dict[str, Any], clients: int, requests: int, rounds: int) -> d
     finally:
         stop(server)
     results["ratio"] = results["join"]["rps"] / results["healthz"]["rps"]
+    results["round_ratios"] = round_ratios(results, "join")
     results["join_vs_signed_in"] = results["join"]["rps"] / results["healthz_signed_in"]["rps"]
     return results
 
@@ -182,6 +184,7 @@ def main() -> int:
         f"ratio join / healthz: {results['ratio']:.2f}× (target ≥ {TARGET}×: "
         f"{'met' if met else 'MISSED'}); unexpected answers: {results['join']['unexpected']}"
     )
+    print(f"join / healthz round by round: {results['round_ratios']}")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     from django.db import connection
 

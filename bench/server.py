@@ -166,3 +166,13 @@ def measure_targets(
             "requests": sum(run["requests"] for run in runs),
         }
     return results
+
+
+def round_ratios(results: dict[str, Any], name: str, baseline: str = "healthz") -> list[float]:
+    """``name``'s requests/second over the baseline's, round by round (each pair measured
+    back to back): on a machine whose speed drifts between rounds, their spread shows how far
+    to trust the ratio of medians the targets are judged on."""
+    return [
+        round(rps / base, 2)
+        for rps, base in zip(results[name]["rounds"], results[baseline]["rounds"], strict=True)
+    ]
