@@ -16,7 +16,8 @@ from django.utils import translation
 from django.utils.crypto import constant_time_compare
 
 from agencies.models import User
-from agencies.selectors import is_agency_admin, user_with_membership
+from agencies.selectors import is_agency_admin, session_with_user, user_with_membership
+from agencies.sessions import SessionStore
 
 
 def _reads_like_model_backend(backend: object) -> bool:
@@ -31,20 +32,26 @@ def _reads_like_model_backend(backend: object) -> bool:
 
 
 def session_user(request: HttpRequest) -> AbstractBaseUser | AnonymousUser:
-    """django.contrib.auth.get_user, with ModelBackend's read of the user replaced by one query
-    that also brings the home membership (the MFA rule, the join's ties need it): the same rules
-    (backend still configured, active user, session hash with fallback keys), one query less
-    and no SQL compiled per request. Other backends go through Django's own get_user."""
+    """django.contrib.auth.get_user, with the session's and ModelBackend's reads replaced by one
+    query that also brings the home membership (the MFA rule, the join's ties need it): the same
+    rules (backend still configured, active user, session hash with fallback keys), two reads
+    less and no SQL compiled per request. Other backends go through Django's own get_user."""
+    session = request.session
+    read: User | None = None
+    if isinstance(session, SessionStore) and not session.is_loaded() and session.session_key:
+        # The session, its user and their membership in one query (agencies.sessions).
+        session_data, read = session_with_user(session.session_key)
+        session.take_loaded(session_data)
     try:
-        user_id = User._meta.pk.to_python(request.session[auth.SESSION_KEY])
-        backend_path = request.session[auth.BACKEND_SESSION_KEY]
+        user_id = User._meta.pk.to_python(session[auth.SESSION_KEY])
+        backend_path = session[auth.BACKEND_SESSION_KEY]
     except KeyError:
         return AnonymousUser()
     if backend_path not in settings.AUTHENTICATION_BACKENDS:
         return AnonymousUser()
     if not _reads_like_model_backend(auth.load_backend(backend_path)):
         return auth.get_user(request)
-    user = user_with_membership(pk=user_id)
+    user = read if read is not None and read.pk == user_id else user_with_membership(pk=user_id)
     if user is None or not user.is_active:
         return AnonymousUser()
     session_hash = request.session.get(auth.HASH_SESSION_KEY)

@@ -9,8 +9,9 @@ from django.db import connections, router
 from django.db.models import Model, QuerySet
 from django.db.models.base import ModelState
 from django.db.models.signals import post_init, pre_init
+from django.utils import timezone
 
-from agencies.models import Agency, Membership, Role, User
+from agencies.models import Agency, Membership, Role, Session, User
 
 _UNSET = object()
 M = TypeVar("M", bound=Model)
@@ -131,18 +132,52 @@ def _user_query() -> tuple[str, Columns[User], Columns[Membership], Columns[Agen
 
 def user_with_membership(*, pk: Any) -> User | None:
     """The user ``pk`` with their home membership and its agency (what membership_of returns
-    afterwards), in one query: the signed-in user of every request (agencies.middleware)."""
+    afterwards), in one query."""
     sql, users, memberships, agencies = _user_query()
     with connections[router.db_for_read(User)].cursor() as cursor:
         cursor.execute(sql, [pk])
         row = cursor.fetchone()
+    return None if row is None else _user_of_row(row, 0)
+
+
+@cache
+def _session_query() -> str:
+    session = Columns.of(Session, "s")
+    _sql, user, membership, agency = _user_query()  # its columns: _user_of_row reads them
+    # Identifiers from the models' metadata; the key and the time are parameters.
+    return (
+        f"SELECT {session.column('session_data')}, {user.sql}, {membership.sql}, {agency.sql} "  # noqa: S608
+        f"FROM {session.table} "
+        f"LEFT JOIN {user.table} ON {user.column('id')} = {session.column('user_id')} "
+        f"LEFT JOIN {membership.table} ON {membership.column('user')} = {user.column('id')} "
+        f"LEFT JOIN {agency.table} ON {agency.column('id')} = {membership.column('agency')} "
+        f"WHERE {session.column('session_key')} = %s AND {session.column('expire_date')} > %s"
+    )
+
+
+def session_with_user(session_key: str) -> tuple[str | None, User | None]:
+    """A live session's stored data and the user its ``user_id`` names, with their membership
+    as user_with_membership reads it, in one query: the signed-in user of every request
+    (agencies.middleware). (None, None) when no live session has this key."""
+    with connections[router.db_for_read(Session)].cursor() as cursor:
+        cursor.execute(_session_query(), [session_key, timezone.now()])
+        row = cursor.fetchone()
     if row is None:
+        return None, None
+    return row[0], _user_of_row(row, 1)
+
+
+def _user_of_row(row: Sequence[Any], start: int) -> User | None:
+    """The user, membership and agency columns of _user_query from ``start``."""
+    _sql, users, memberships, agencies = _user_query()
+    user = cast(User | None, users.instance(row, start))
+    if user is None:
         return None
-    user = cast(User, users.instance(row))
-    membership = memberships.instance(row, users.width)
+    at = start + users.width
+    membership = memberships.instance(row, at)
     if membership is not None:
         Membership.agency.field.set_cached_value(
-            membership, agencies.instance(row, users.width + memberships.width)
+            membership, agencies.instance(row, at + memberships.width)
         )
         Membership.user.field.set_cached_value(membership, user)
     user._membership_of = membership  # type: ignore[attr-defined]

@@ -410,8 +410,9 @@ USERSESSIONS_TRACK_ACTIVITY = False
 # Reverse proxies in front of gunicorn, so rate limits count the client's address, not nginx's.
 ALLAUTH_TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 
-# Sessions live in the database (deactivation can end them) and are read through the cache.
-SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+# Sessions live in the database (deactivation can end them), beside the signed-in user's id: one
+# query reads a request's session, user and membership (agencies.sessions, agencies.middleware).
+SESSION_ENGINE = "agencies.sessions"
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 60 * 60 * 12, minimum=300)
 SESSION_COOKIE_HTTPONLY = True
 

@@ -6,13 +6,12 @@ import pytest
 from allauth.mfa.models import Authenticator
 from allauth.usersessions.models import UserSession
 from django.contrib.auth import SESSION_KEY
-from django.contrib.sessions.models import Session
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from agencies.models import AuditEvent, Membership, Role, User
+from agencies.models import AuditEvent, Membership, Role, Session, User
 from tests.conftest import signed_in_client
 from tests.factories import PASSWORD
 

@@ -3,9 +3,7 @@ meeting, room, backend and the person's ties returns what the ORM would."""
 
 from __future__ import annotations
 
-import os
 import secrets
-import uuid
 
 import pytest
 import time_machine
@@ -25,20 +23,6 @@ pytestmark = pytest.mark.django_db
 ROLES = ["organizer", "co_organizer", "attendee"]
 
 
-@pytest.fixture
-def isolated_cache(settings):
-    """Sessions in Redis, as in production, under a key prefix of their own and outside the
-    databases (8 to 15) that every test run flushes: a concurrent flush would send the session
-    read to the database and add a query."""
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": os.environ["REDIS_URL"].rsplit("/", 1)[0] + "/7",
-            "KEY_PREFIX": f"join-test-{uuid.uuid4().hex}",
-        }
-    }
-
-
 def browser(people, who: str) -> Client:
     """A signed-in browser that sends the CSRF token as the join page's form does."""
     client = Client(enforce_csrf_checks=True)
@@ -53,14 +37,12 @@ def join(client: Client, meeting: Meeting):
 
 
 @pytest.mark.parametrize("who", ROLES)
-def test_join_post_reads_in_two_queries(
-    who, people, book, isolated_cache, django_assert_num_queries
-):
+def test_join_post_reads_in_two_queries(who, people, book, django_assert_num_queries):
     meeting = book()
     with time_machine.travel(MOMENTS["inside"], tick=False):
         client = browser(people, who)
-        # The user with their membership, then the meeting with its room, backend and the
-        # person's ties; the session comes from the cache.
+        # The session with its user and their membership, then the meeting with its room,
+        # backend and the person's ties.
         with django_assert_num_queries(2):
             response = join(client, meeting)
     assert response.status_code == 302
