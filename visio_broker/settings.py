@@ -311,6 +311,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "schedule": 24 * 3600.0,
         "options": {"expires": 3600},
     },
+    "agencies.sessions_purge": {
+        "task": "agencies.sessions_purge",
+        "schedule": 24 * 3600.0,
+        "options": {"expires": 3600},
+    },
     "visio_broker.outbox_sweep": {
         "task": "visio_broker.outbox_sweep",
         "schedule": float(OUTBOX_SWEEP_INTERVAL_SECONDS),

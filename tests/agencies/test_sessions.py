@@ -97,3 +97,16 @@ def test_the_migration_keeps_sessions_of_the_previous_engine(agency, make_member
     assert copied.user_id == user.pk
     assert SessionStore(old_store.session_key)[SESSION_KEY] == str(user.pk)
     assert not Session.objects.filter(session_key=expired.session_key).exists()
+
+
+def test_the_daily_purge_deletes_expired_sessions_only(agency, make_member):
+    from agencies.tasks import sessions_purge_task
+
+    live = signed_in(make_member(agency)).cookies[settings.SESSION_COOKIE_NAME].value
+    gone = signed_in(make_member(agency)).cookies[settings.SESSION_COOKIE_NAME].value
+    Session.objects.filter(session_key=gone).update(
+        expire_date=timezone.now() - timedelta(seconds=1)
+    )
+    assert sessions_purge_task() == 1
+    assert list(Session.objects.values_list("session_key", flat=True)) == [live]
+    assert "agencies.sessions_purge" in settings.CELERY_BEAT_SCHEDULE
