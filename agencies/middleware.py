@@ -54,7 +54,7 @@ def session_user(request: HttpRequest) -> AbstractBaseUser | AnonymousUser:
     user = read if read is not None and read.pk == user_id else user_with_membership(pk=user_id)
     if user is None or not user.is_active:
         return AnonymousUser()
-    session_hash = request.session.get(auth.HASH_SESSION_KEY)
+    session_hash = session.get(auth.HASH_SESSION_KEY)
     session_auth_hash = user.get_session_auth_hash()
     if session_hash and constant_time_compare(session_hash, session_auth_hash):
         return user
@@ -62,10 +62,10 @@ def session_user(request: HttpRequest) -> AbstractBaseUser | AnonymousUser:
         constant_time_compare(session_hash, fallback)
         for fallback in user.get_session_auth_fallback_hash()
     ):
-        request.session.cycle_key()
-        request.session[auth.HASH_SESSION_KEY] = session_auth_hash
+        session.cycle_key()
+        session[auth.HASH_SESSION_KEY] = session_auth_hash
         return user
-    request.session.flush()
+    session.flush()
     return AnonymousUser()
 
 

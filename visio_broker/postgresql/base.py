@@ -2,13 +2,14 @@
 by psycopg's compiled parser.
 
 Django checks a persistent connection before a request's first query (CONN_HEALTH_CHECKS) by
-running ``SELECT 1``: one of the four round trips of a signed-in join (session, check, user,
-meeting), a quarter of its waiting. An idle connection's socket has nothing to read unless the
-server spoke first, and a server that drops a connection (restart, pg_terminate_backend, an idle
-timeout) says so: a FATAL message, then end of file. So a quiet socket is a live connection;
-anything else, or a connection not idle, goes through Django's ``SELECT 1``, which decides (and
-reads away a harmless message). A peer that vanished without a word passes both checks alike:
-the query that follows fails and Django closes the connection at the end of the request.
+running ``SELECT 1``: a round trip of its own on every request that queries (a signed-in join
+has two others: the session with its user, then the meeting). An idle connection's socket has
+nothing to read unless the server spoke first, and a server that drops a connection (restart,
+pg_terminate_backend, an idle timeout) says so: a FATAL message, then end of file. So a quiet
+socket is a live connection; anything else, or a connection not idle, goes through Django's
+``SELECT 1``, which decides (and reads away a harmless message). A peer that vanished without a
+word passes both checks alike: the query that follows fails and Django closes the connection at
+the end of the request.
 
 Django reads ``timestamptz`` with a subclass of psycopg's pure-Python loader (to stamp its own
 time zone on each value), so every timestamp is parsed in Python: about 2.7 µs a value against
