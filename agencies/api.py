@@ -34,6 +34,7 @@ from agencies.services import (
 from agencies.webhooks import webhook_attempts_of, webhook_endpoints_of, webhook_url_check
 from visio_broker.api import (
     ApiView,
+    InputSerializer,
     InsufficientScope,
     JsonBodySerializer,
     etagged_response,
@@ -173,7 +174,7 @@ class WebhookAttemptPageSerializer(serializers.Serializer[Any]):
     results = WebhookAttemptSerializer(many=True)
 
 
-class DeliveryListQuerySerializer(serializers.Serializer[Any]):
+class DeliveryListQuerySerializer(InputSerializer):
     page_size = serializers.IntegerField(min_value=1, max_value=200, default=50, required=False)
     cursor = serializers.CharField(required=False, help_text="From a previous page's `next`.")
 

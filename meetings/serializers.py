@@ -41,7 +41,7 @@ from meetings.recurrence import Recurrence
 from meetings.selectors import Occurrence, active_users_by_email, meetings_visible_to_agency
 from meetings.services import MAX_ATTENDEES, AttendeeSpec
 from rooms.models import BackendKind, MediaBackend, RoomReservation
-from visio_broker.api import CompiledRows, JsonBodySerializer
+from visio_broker.api import CompiledRows, InputSerializer, JsonBodySerializer
 from visio_broker.errors import InvalidInput
 
 # What an API key may do with a meeting, always all present in ``abilities``.
@@ -839,7 +839,7 @@ class MeetingPatchSerializer(MeetingWriteSerializer):
         super().__init__(*args, **kwargs)
 
 
-class MeetingListQuerySerializer(serializers.Serializer[Any]):
+class MeetingListQuerySerializer(InputSerializer):
     """Filters and paging of GET meetings/."""
 
     start_after = AwareDateTimeField(
@@ -940,7 +940,7 @@ class OccurrenceListSerializer(serializers.Serializer[Any]):
     results = OccurrenceSerializer(many=True)
 
 
-class OccurrenceWindowSerializer(serializers.Serializer[Any]):
+class OccurrenceWindowSerializer(InputSerializer):
     """``from`` and ``to`` of GET occurrences/: both required, at most 366 days apart."""
 
     def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:

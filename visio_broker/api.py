@@ -7,6 +7,7 @@ HTTP method needs; everything else here applies by itself.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -16,7 +17,7 @@ from contextvars import Token
 from dataclasses import dataclass
 from datetime import timedelta
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from django.conf import settings
 from django.core.cache import cache
@@ -387,7 +388,46 @@ def _wrong_type(field: serializers.Field[Any, Any, Any, Any], value: Any) -> boo
     return False
 
 
-class JsonBodySerializer(serializers.Serializer[Any]):
+_Field = TypeVar("_Field", bound=serializers.Field[Any, Any, Any, Any])
+# Fields that hold no other field or serializer: a shallow copy of one is a field of its own.
+_LEAF_FIELDS = (
+    serializers.BooleanField,
+    serializers.CharField,
+    serializers.ChoiceField,
+    serializers.DateField,
+    serializers.DateTimeField,
+    serializers.DecimalField,
+    serializers.FloatField,
+    serializers.IntegerField,
+    serializers.UUIDField,
+)
+
+
+class InputSerializer(serializers.Serializer[Any]):
+    """Base of the serializers that read a request (body or query string).
+
+    DRF deep-copies the declared fields for each instance, which builds every field anew (its
+    validators and error messages): for the list's eight filters that was a tenth of a
+    millisecond per request. Leaf fields are copied shallowly instead; the copy is bound to
+    this serializer and the declared field is never changed. Nested fields and serializers
+    are deep-copied as DRF does.
+    """
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        return {
+            name: _shallow_copy(field) if isinstance(field, _LEAF_FIELDS) else copy.deepcopy(field)
+            for name, field in self._declared_fields.items()
+        }
+
+
+def _shallow_copy(field: _Field) -> _Field:
+    """``copy.copy(field)`` without the pickle protocol's detour (a quarter of its time)."""
+    fresh: _Field = object.__new__(type(field))
+    fresh.__dict__.update(field.__dict__)
+    return fresh
+
+
+class JsonBodySerializer(InputSerializer):
     """Base of request-body serializers: JSON types are taken at their word.
 
     DRF coerces like a form would (0 becomes "0", "yes" becomes True); an API client that sends

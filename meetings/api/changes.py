@@ -22,6 +22,7 @@ from meetings.serializers import (
 from visio_broker.api import (
     PROBLEM_CONTENT_TYPE,
     ApiView,
+    InputSerializer,
     ProblemSerializer,
     api_key,
     query_data,
@@ -49,7 +50,7 @@ or one that was altered or made for another agency, answers **410 Gone** (`curso
 `cursor_invalid`) — discard your copy and full sync again."""
 
 
-class ChangesQuerySerializer(serializers.Serializer[Any]):
+class ChangesQuerySerializer(InputSerializer):
     cursor = serializers.CharField(
         required=False,
         help_text="The `next_cursor` of your last call; leave it out to start a full sync.",
