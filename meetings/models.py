@@ -280,6 +280,27 @@ class Attendee(models.Model):
         return self.user_id is not None
 
 
+class AttendeeList(models.Model):
+    """A meeting's attendees as the REST API lists them: the JSON array of their ``api_json``
+    in id order.
+
+    Kept by PostgreSQL, not by Django: triggers on meetings_attendee (migration 0008) rewrite a
+    meeting's row after every statement that inserts, changes or deletes its attendees, raw
+    SQL included. A page of the meeting list reads one row per meeting instead of gathering ten
+    attendees each (a third of PostgreSQL's work on a page; meetings.serializers.
+    meeting_json_rows). A meeting without attendees may have no row. Empty on SQLite, whose
+    list is written in Python.
+    """
+
+    meeting = models.OneToOneField(
+        Meeting, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    json = models.TextField(default="[]")
+
+    def __str__(self) -> str:
+        return f"attendees of meeting {self.meeting_id}"
+
+
 class FeedKind(models.TextChoices):
     PERSONAL = "personal", _("Personal calendar")
     AGENCY = "agency", _("Agency public calendar")

@@ -32,6 +32,7 @@ from agencies.selectors import Columns
 from meetings.models import (
     AccessLevel,
     Attendee,
+    AttendeeList,
     AttendeeRole,
     Meeting,
     MeetingStatus,
@@ -507,7 +508,7 @@ def _meeting_json_sql(alias: str) -> str:
     organizer = Columns.of(User, "organizer")
     co_organizer = Columns.of(User, "co_organizer")
     link = Columns.of(link_model, "link")
-    attendee = Columns.of(Attendee, "attendee")
+    attendee_list = Columns.of(AttendeeList, "attendee_list")
     reservation = Columns.of(RoomReservation, "reservation")
     backend = Columns.of(MediaBackend, "backend")
     # Python sorts the emails by code point; so does the "C" collation, whatever the database's.
@@ -518,13 +519,9 @@ def _meeting_json_sql(alias: str) -> str:
             ON {co_organizer.column("id")} = {link.column("user")}
         WHERE {link.column("meeting")} = {meeting.column("id")}
     )::text"""  # noqa: S608 - names from the models
-    # Each attendee's JSON as the database stored it (Attendee.api_json), in id order, that of
-    # Attendee.Meta.ordering, as _people_of sorts them.
-    stored, order = attendee.column("api_json"), attendee.column("id")
-    attendees = f"""(
-        SELECT '[' || string_agg({stored}, ',' ORDER BY {order}) || ']'
-        FROM {attendee.table} WHERE {attendee.column("meeting")} = {meeting.column("id")}
-    )"""  # noqa: S608 - names from the models
+    # The attendees' JSON texts as the database keeps them together (AttendeeList), in id
+    # order, that of Attendee.Meta.ordering, as _people_of sorts them.
+    attendees = attendee_list.column("json")
     room = _object_sql(
         [
             ("provider", _string_sql(backend.column("kind"))),
@@ -586,6 +583,7 @@ CROSS JOIN (VALUES (%s::text, %s::text, %s::text, %s::text, %s::text, %s::text))
 )
 JOIN {meeting.table} ON {meeting.column("id")} = page.id
 JOIN {organizer.table} ON {organizer.column("id")} = {meeting.column("organizer")}
+LEFT JOIN {attendee_list.table} ON {attendee_list.column("meeting")} = {meeting.column("id")}
 LEFT JOIN {reservation.table} ON {reservation.column("meeting")} = {meeting.column("id")}
 LEFT JOIN {backend.table} ON {backend.column("id")} = {reservation.column("backend")}
 -- OFFSET 0: computed once per meeting, not copied into each of the expressions using them.
