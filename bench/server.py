@@ -1,8 +1,16 @@
 """The app under gunicorn for the HTTP benchmarks, and a bounded load generator.
 
 gunicorn: 2 workers (gthread, 4 threads), loopback only, --no-control-socket. Each client process
-sends a fixed number of requests over one keep-alive connection, checks every answer and times
+sends a fixed number of requests over keep-alive connections, checks every answer and times
 each one; callers alternate rounds of their endpoints and keep the median round.
+
+A client opens a new connection every ``RECONNECT_EVERY`` requests. A keep-alive connection
+stays with the worker that accepted it, and which worker accepts is a draw: with four long
+connections a round was served 2-2 or 3-1 (seen in the workers' CPU time: 2.6 and 2.7 ms a
+request against 1.2 and 4.0), and a 3-1 round of a heavy endpoint runs at four fifths of a 2-2
+one while the cheap baseline barely notices, so each round's ratio was a lottery. Many shorter
+connections give every round the same mix of draws; a connect every 25 requests costs each
+request a few microseconds, alike for every endpoint.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+RECONNECT_EVERY = 25
 
 
 @dataclass(frozen=True)
@@ -95,13 +104,17 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 def client_loop(
     port: int, target: Target, count: int, offset: int
 ) -> tuple[int, list[float], list[str]]:
-    """``count`` requests over one keep-alive connection: (unexpected answers, latencies in
-    seconds, the first few unexpected answers for the report)."""
+    """``count`` requests over keep-alive connections (a new one every ``RECONNECT_EVERY``):
+    (unexpected answers, latencies in seconds, the first few unexpected answers for the
+    report)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     bad = 0
     latencies: list[float] = []
     samples: list[str] = []
     for index in range(offset, offset + count):
+        if index > offset and (index - offset) % RECONNECT_EVERY == 0:
+            connection.close()
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         path = target.paths[index % len(target.paths)]
         body = target.bodies[index % len(target.bodies)] if target.bodies else target.body
         headers = {**target.headers, "Content-Length": str(len(body))}
