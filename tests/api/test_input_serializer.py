@@ -12,39 +12,25 @@ from meetings.serializers import MeetingListQuerySerializer
 from visio_broker.api import InputSerializer, JsonBodySerializer
 
 
-class _Fields:
-    """The same declarations for both bases: leaves, a list of leaves and a nested serializer."""
-
-    email = serializers.EmailField(required=False)
-    size = serializers.IntegerField(required=False, min_value=1, max_value=10, default=5)
-    kind = serializers.ChoiceField(choices=["a", "b"], required=False)
-    when = serializers.DateTimeField(required=False)
-    flag = serializers.BooleanField(required=False)
-    tags = serializers.ListField(child=serializers.CharField(max_length=3), required=False)
-
-
 class _Inner(serializers.Serializer[Any]):
     name = serializers.CharField(max_length=4)
 
 
-class Plain(serializers.Serializer[Any]):
-    email = _Fields.email
-    size = _Fields.size
-    kind = _Fields.kind
-    when = _Fields.when
-    flag = _Fields.flag
-    tags = _Fields.tags
-    inner = _Inner(required=False)
+def _declarations() -> dict[str, Any]:
+    """The same fields for both bases: leaves, a list of leaves and a nested serializer."""
+    return {
+        "email": serializers.EmailField(required=False),
+        "size": serializers.IntegerField(required=False, min_value=1, max_value=10, default=5),
+        "kind": serializers.ChoiceField(choices=["a", "b"], required=False),
+        "when": serializers.DateTimeField(required=False),
+        "flag": serializers.BooleanField(required=False),
+        "tags": serializers.ListField(child=serializers.CharField(max_length=3), required=False),
+        "inner": _Inner(required=False),
+    }
 
 
-class Lean(InputSerializer):
-    email = _Fields.email
-    size = _Fields.size
-    kind = _Fields.kind
-    when = _Fields.when
-    flag = _Fields.flag
-    tags = _Fields.tags
-    inner = _Inner(required=False)
+Plain = type("Plain", (serializers.Serializer,), _declarations())
+Lean = type("Lean", (InputSerializer,), _declarations())
 
 
 INPUTS: list[dict[str, Any]] = [
