@@ -454,11 +454,12 @@ def meeting_representations_of_rows(
 # each of its arguments on every call and so cost twice as much.
 
 
-def _object_sql(members: Sequence[tuple[str, str]]) -> str:
+def _object_sql(members: Sequence[tuple[str | None, str]]) -> str:
     """SQL for the text of a JSON object; ``members`` are (key, SQL for the JSON text of the
-    value, never NULL), in order."""
+    value, never NULL), in order, or (None, SQL for a run of members written already, each
+    with its leading comma: a stored column such as Meeting.api_json_head)."""
     parts = [
-        f"'{',' if index else '{'}{json.dumps(key)}:' || {value}"
+        value if key is None else f"'{',' if index else '{'}{json.dumps(key)}:' || {value}"
         for index, (key, value) in enumerate(members)
     ]
     return " || ".join([*parts, "'}'"])
@@ -531,9 +532,7 @@ def _meeting_json_sql(alias: str) -> str:
     representation = _object_sql(
         [
             ("id", f"{meeting.column('id')}::text"),
-            ("uid", _string_sql(meeting.column("uid"))),
-            ("title", _string_sql(meeting.column("title"))),
-            ("description", _string_sql(meeting.column("description"))),
+            (None, meeting.column("api_json_head")),  # uid, title, description
             ("start", _isoformat_sql("start", zero_offset="+00:00")),
             ("end", _isoformat_sql("end", zero_offset="+00:00")),
             ("timezone", _string_sql(meeting.column("timezone"))),
@@ -542,12 +541,8 @@ def _meeting_json_sql(alias: str) -> str:
             ("organizer", _string_sql(organizer.column("email"))),
             ("co_organizers", f"COALESCE({co_organizers}, '[]')"),
             ("attendees", f"COALESCE({attendees}, '[]')"),
-            ("access", _string_sql(meeting.column("access_level"))),
-            ("lobby", f"{meeting.column('lobby_enabled')}::text"),
-            ("listed_publicly", f"{meeting.column('listed_publicly')}::text"),
-            ("reminder_minutes", _or_null_sql(f"{meeting.column('reminder_minutes')}::text")),
-            ("status", _string_sql(meeting.column("status"))),
-            ("sequence", f"{meeting.column('sequence')}::text"),
+            # access, lobby, listed_publicly, reminder_minutes, status, sequence
+            (None, meeting.column("api_json_tail")),
             (
                 "join_url",
                 f"constant.join_before || {meeting.column('id')}::text || constant.join_after",
