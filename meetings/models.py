@@ -49,6 +49,17 @@ class JsonString(models.Func):
         return self.as_sql(compiler, connection, function="json_quote", **extra)
 
 
+def _json_members(
+    members: list[tuple[str, models.Expression]], *, opening: str = ","
+) -> list[models.Expression]:
+    """The parts of a run of JSON object members, ``"key":value`` each after a comma (the first
+    after ``opening``), for a Concat the database stores."""
+    parts: list[models.Expression] = []
+    for index, (key, value) in enumerate(members):
+        parts += [Value(f'{opening if index == 0 else ","}"{key}":'), value]
+    return parts
+
+
 def _json_bool(name: str) -> models.Case:
     """A boolean column as JSON's true or false (SQLite would cast it to 1 or 0)."""
     return models.Case(
@@ -107,12 +118,13 @@ class Meeting(models.Model):
     # (a fifth of PostgreSQL's work on a page; meetings.serializers.meeting_json_rows).
     api_json_head = models.GeneratedField(
         expression=Concat(
-            Value(',"uid":'),
-            JsonString("uid"),
-            Value(',"title":'),
-            JsonString("title"),
-            Value(',"description":'),
-            JsonString("description"),
+            *_json_members(
+                [
+                    ("uid", JsonString("uid")),
+                    ("title", JsonString("title")),
+                    ("description", JsonString("description")),
+                ]
+            ),
             output_field=models.TextField(),
         ),
         output_field=models.TextField(),
@@ -120,22 +132,23 @@ class Meeting(models.Model):
     )
     api_json_tail = models.GeneratedField(
         expression=Concat(
-            Value(',"access":'),
-            JsonString("access_level"),
-            Value(',"lobby":'),
-            _json_bool("lobby_enabled"),
-            Value(',"listed_publicly":'),
-            _json_bool("listed_publicly"),
-            Value(',"reminder_minutes":'),
-            Coalesce(
-                Cast("reminder_minutes", models.TextField()),
-                Value("null"),
-                output_field=models.TextField(),
+            *_json_members(
+                [
+                    ("access", JsonString("access_level")),
+                    ("lobby", _json_bool("lobby_enabled")),
+                    ("listed_publicly", _json_bool("listed_publicly")),
+                    (
+                        "reminder_minutes",
+                        Coalesce(
+                            Cast("reminder_minutes", models.TextField()),
+                            Value("null"),
+                            output_field=models.TextField(),
+                        ),
+                    ),
+                    ("status", JsonString("status")),
+                    ("sequence", Cast("sequence", models.TextField())),
+                ]
             ),
-            Value(',"status":'),
-            JsonString("status"),
-            Value(',"sequence":'),
-            Cast("sequence", models.TextField()),
             output_field=models.TextField(),
         ),
         output_field=models.TextField(),
@@ -285,14 +298,15 @@ class Attendee(models.Model):
     # escaping was 40% of PostgreSQL's work on a page; meetings.serializers.meeting_json_rows).
     api_json = models.GeneratedField(
         expression=Concat(
-            Value('{"email":'),
-            JsonString("email"),
-            Value(',"name":'),
-            JsonString("display_name"),
-            Value(',"role":'),
-            JsonString("role"),
-            Value(',"status":'),
-            JsonString("partstat"),
+            *_json_members(
+                [
+                    ("email", JsonString("email")),
+                    ("name", JsonString("display_name")),
+                    ("role", JsonString("role")),
+                    ("status", JsonString("partstat")),
+                ],
+                opening="{",
+            ),
             Value("}"),
             output_field=models.TextField(),
         ),
