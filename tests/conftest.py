@@ -7,12 +7,15 @@ from django.core.cache import cache
 from django.test import Client
 
 from tests.factories import AgencyFactory, MembershipFactory
+from visio_broker.api_key_cache import forget_kept_keys
 
 
 @pytest.fixture(autouse=True)
 def _clean_cache() -> None:
-    """Rate-limit counters live in Redis: every test starts from zero."""
+    """Rate-limit counters live in Redis: every test starts from zero, and with no API key
+    kept from an earlier test."""
     cache.clear()
+    forget_kept_keys()
 
 
 @pytest.fixture(autouse=True)

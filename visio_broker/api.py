@@ -44,6 +44,7 @@ from rest_framework.views import APIView
 from agencies.apikeys import key_parse, secret_hash, secret_matches
 from agencies.models import Agency, ApiKey
 from agencies.services import apikey_used
+from visio_broker.api_key_cache import api_key_lookup, api_key_used
 from visio_broker.audit import _acting_key
 from visio_broker.errors import DomainError, InvalidInput, NoCapacity
 from visio_broker.models import IdempotentRequest
@@ -219,9 +220,9 @@ def _key_query(alias: str) -> _KeyQuery:
 def apikey_with_agency(prefix: str) -> ApiKey | None:
     """The key with this prefix and its agency, like ``select_related("agency")`` gives them.
 
-    Every API request reads it: the SQL is compiled once per database instead of per call
-    (the ORM's compilation cost more than the query). Nothing is cached across requests but
-    SQL text, so a revoked key is refused at once.
+    The SQL is compiled once per database instead of per call (the ORM's compilation cost
+    more than the query). Requests read it through visio_broker.api_key_cache, which keeps the
+    result while no key or agency changes.
     """
     alias = router.db_for_read(ApiKey)
     query = _key_query(alias)
@@ -256,7 +257,16 @@ class ApiKeyAuthentication(BaseAuthentication):
                 _("Send the API key as: Authorization: Bearer <key>."), code="invalid_key"
             )
         raw = key_parse(value)
-        key = apikey_with_agency(raw.prefix) if raw else None
+        key = None
+        if raw is not None:
+            now = time.time()
+            counter, timeout = throttle_counter(raw.prefix, now)
+            found = api_key_lookup(
+                raw.prefix, read=apikey_with_agency, counter=counter, timeout=timeout
+            )
+            key = found.key
+            if found.hits is not None:
+                request._throttle_hit = ThrottleHit(counter, found.hits, now)  # type: ignore[attr-defined]
         # Compare even when nothing was found, so timing does not tell which prefixes exist.
         matches = secret_matches(raw.secret if raw else "", key.secret_hash if key else _DUMMY_HASH)
         if key is None or not matches:
@@ -270,6 +280,7 @@ class ApiKeyAuthentication(BaseAuthentication):
                 _("This API key has expired."), code="key_expired"
             )
         apikey_used(key=key, ip=client_ip(request))
+        api_key_used(key)
         return ApiClient(key), key
 
     def authenticate_header(self, request: Request) -> str:
@@ -331,15 +342,33 @@ class ApiKeyThrottle(BaseThrottle):
         if not isinstance(key, ApiKey):
             return True
         now = time.time()
-        slot = int(now // self.window)
-        count = _window_hit(f"api-throttle:{key.prefix}:{slot}", timeout=self.window + 1)
+        counter, timeout = throttle_counter(key.prefix, now)
+        # Counted already when the key came from the cache (one Redis round trip for both).
+        taken: ThrottleHit | None = getattr(request, "_throttle_hit", None)
+        if taken is not None and taken.counter == counter:
+            count, now = taken.count, taken.at
+        else:
+            count = _window_hit(counter, timeout=timeout)
         if count > self.limit:
-            self._wait = (slot + 1) * self.window - now
+            self._wait = (now // self.window + 1) * self.window - now
             return False
         return True
 
     def wait(self) -> float:
         return max(1.0, self._wait)
+
+
+@dataclass(frozen=True)
+class ThrottleHit:
+    counter: str
+    count: int
+    at: float
+
+
+def throttle_counter(prefix: str, now: float) -> tuple[str, int]:
+    """The key's fixed-window counter at ``now``: its name and how long it must live."""
+    window = _parse_rate(settings.API_RATE_LIMIT)[1]
+    return f"api-throttle:{prefix}:{int(now // window)}", window + 1
 
 
 def _window_hit(name: str, *, timeout: int) -> int:

@@ -51,11 +51,19 @@ return count
 """
 
 
+# The same hit, and in the same round trip the value of a second counter (false when absent).
+_WINDOW_HIT_READING = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return {count, redis.call('GET', KEYS[2])}
+"""
+
+
 @cache
-def _window_hit_script(client: Any) -> Any:
-    """The counter script, once per client (_ReusedClients keeps one per pool): redis-py sends
-    EVALSHA, and the script itself when the server does not know it yet."""
-    return client.register_script(_WINDOW_HIT)
+def _script(client: Any, source: str) -> Any:
+    """A script, once per client (_ReusedClients keeps one per pool): redis-py sends EVALSHA,
+    and the script itself when the server does not know it yet."""
+    return client.register_script(source)
 
 
 class ResilientRedisCache(RedisCache):
@@ -145,8 +153,49 @@ class ResilientRedisCache(RedisCache):
         redis_cache: Any = self._cache  # type: ignore[attr-defined]
         try:
             client = redis_cache.get_client(key, write=True)
-            count = _window_hit_script(client)(keys=[key], args=[timeout], client=client)
+            count = _script(client, _WINDOW_HIT)(keys=[key], args=[timeout], client=client)
         except _UNAVAILABLE as exc:
             _warn("incr_window", exc)
             return None
         return int(count)
+
+    def incr_window_reading(
+        self, key: Any, timeout: int, counter: Any, version: int | None = None
+    ) -> tuple[int, int] | None:
+        """``incr_window(key, timeout)`` and the value of ``counter`` (0 when it was never
+        bumped), in one round trip. None while Redis is unavailable."""
+        key = self.make_and_validate_key(key, version=version)
+        counter = self.make_and_validate_key(counter, version=version)
+        redis_cache: Any = self._cache  # type: ignore[attr-defined]
+        try:
+            client = redis_cache.get_client(key, write=True)
+            count, value = _script(client, _WINDOW_HIT_READING)(
+                keys=[key, counter], args=[timeout], client=client
+            )
+        except _UNAVAILABLE as exc:
+            _warn("incr_window_reading", exc)
+            return None
+        return int(count), int(value or 0)
+
+    def counter(self, key: Any, version: int | None = None) -> int | None:
+        """The counter ``key`` (0 when it was never bumped); None while Redis is unavailable."""
+        key = self.make_and_validate_key(key, version=version)
+        redis_cache: Any = self._cache  # type: ignore[attr-defined]
+        try:
+            value = redis_cache.get_client(key).get(key)
+        except _UNAVAILABLE as exc:
+            _warn("counter", exc)
+            return None
+        return int(value or 0)
+
+    def counter_bump(self, key: Any, version: int | None = None) -> bool:
+        """Add one to the counter ``key``, which never expires; False while Redis is
+        unavailable."""
+        key = self.make_and_validate_key(key, version=version)
+        redis_cache: Any = self._cache  # type: ignore[attr-defined]
+        try:
+            redis_cache.get_client(key, write=True).incr(key)
+        except _UNAVAILABLE as exc:
+            _warn("counter_bump", exc)
+            return False
+        return True
