@@ -462,6 +462,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "visio_broker.negotiation.ApiContentNegotiation",
     "EXCEPTION_HANDLER": "visio_broker.api.problem_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
