@@ -620,6 +620,13 @@ def meeting_json_rows(queryset: QuerySet[Meeting], key: ApiKey | None) -> list[M
         )
     except EmptyResultSet:  # as the ORM does for a filter nothing can match
         return []
+    return meeting_json_rows_of_page(page_sql, page_params, key, using=queryset.db)
+
+
+def meeting_json_rows_of_page(
+    page_sql: str, page_params: Sequence[Any], key: ApiKey | None, *, using: str
+) -> list[MeetingJson]:
+    """``meeting_json_rows`` of the meetings a query selects as (start, id), in its order."""
     join_before, join_after = _join_url_around_id()
     constants = (
         json.dumps(join_before)[:-1],  # the opening quote, not the closing one
@@ -629,8 +636,8 @@ def meeting_json_rows(queryset: QuerySet[Meeting], key: ApiKey | None) -> list[M
         json.dumps(_abilities(key, live=True)),
         djtz.get_current_timezone().key,
     )
-    sql = f"WITH page (start, id) AS ({page_sql}){_meeting_json_sql(queryset.db)}"
-    with connections[queryset.db].cursor() as cursor:
+    sql = f"WITH page (start, id) AS ({page_sql}){_meeting_json_sql(using)}"
+    with connections[using].cursor() as cursor:
         cursor.execute(sql, (*page_params, *constants))
         return [MeetingJson(*row) for row in cursor.fetchall()]
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import Token
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -105,9 +105,9 @@ class CompiledRows:
     """The rows of a ``values_list`` queryset whose SQL is compiled once per database and
     argument shape, not per call: Django's compilation costs more than a small query.
 
-    ``build(*arguments)`` makes the queryset; an argument is an integer (an id) or a list of
-    them, and each must reach the SQL as one parameter: compiling with stand-in integers checks
-    it, and raises ImproperlyConfigured otherwise.
+    ``build(*arguments)`` makes the queryset; an argument is an integer (an id), a list of
+    integers, an aware datetime or a string, and each must reach the SQL as one parameter:
+    compiling with stand-ins checks it, and raises ImproperlyConfigured otherwise.
     Rows get the same conversions from the database as the ORM applies.
     """
 
@@ -116,22 +116,10 @@ class CompiledRows:
         self._compiled: dict[tuple[Any, ...], _Compiled] = {}
 
     def rows(self, *arguments: Any, using: str = "default") -> list[tuple[Any, ...]]:
-        shape = tuple(len(a) if isinstance(a, list) else None for a in arguments)
+        compiled = self._compiled_for(arguments, using)
         connection = connections[using]
-        compiled = self._compiled.get((using, connection.vendor, shape))
-        if compiled is None:
-            compiled = self._compile(using, shape)
-            self._compiled[(using, connection.vendor, shape)] = compiled
-        values = [
-            value
-            for argument in arguments
-            for value in (argument if isinstance(argument, list) else [argument])
-        ]
         with connection.cursor() as cursor:
-            cursor.execute(
-                compiled.sql,
-                [values[taken] if given else taken for given, taken in compiled.parameters],
-            )
+            cursor.execute(compiled.sql, self._parameters(compiled, arguments))
             found = cursor.fetchall()
         if not compiled.converters:
             return [tuple(row) for row in found]
@@ -146,14 +134,37 @@ class CompiledRows:
             rows.append(tuple(converted))
         return rows
 
-    def _compile(self, using: str, shape: tuple[int | None, ...]) -> _Compiled:
-        # Stand-ins: distinct negative integers no real id or parameter takes.
-        stand_ins = iter(range(-(10**9), 0))
-        arguments: list[Any] = []
-        for size in shape:
-            arguments.append(
-                next(stand_ins) if size is None else [next(stand_ins) for _ in range(size)]
-            )
+    def sql(self, *arguments: Any, using: str = "default") -> tuple[str, list[Any]]:
+        """The query and its parameters, for a larger statement (a CTE): what
+        ``build(*arguments).query.get_compiler(using).as_sql()`` gives."""
+        compiled = self._compiled_for(arguments, using)
+        return compiled.sql, self._parameters(compiled, arguments)
+
+    def _compiled_for(self, arguments: tuple[Any, ...], using: str) -> _Compiled:
+        shape = tuple(len(a) if isinstance(a, list) else type(a) for a in arguments)
+        key = (using, connections[using].vendor, shape)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = self._compiled[key] = self._compile(using, shape)
+        return compiled
+
+    @staticmethod
+    def _parameters(compiled: _Compiled, arguments: tuple[Any, ...]) -> list[Any]:
+        values = [
+            value
+            for argument in arguments
+            for value in (argument if isinstance(argument, list) else [argument])
+        ]
+        return [values[taken] if given else taken for given, taken in compiled.parameters]
+
+    def _compile(self, using: str, shape: tuple[Any, ...]) -> _Compiled:
+        stand_ins = _StandIns()
+        arguments = [
+            [stand_ins.take(int) for _ in range(kind)]
+            if isinstance(kind, int)
+            else stand_ins.take(kind)
+            for kind in shape
+        ]
         flat = [
             value
             for argument in arguments
@@ -161,9 +172,10 @@ class CompiledRows:
         ]
         compiler = self._build(*arguments).query.get_compiler(using)
         sql, params = compiler.as_sql()
-        index = {value: position for position, value in enumerate(flat)}
+        # By type and value, so that a constant 1 is not taken for a stand-in True, or the like.
+        index = {(type(value), value): position for position, value in enumerate(flat)}
         parameters = tuple(
-            (True, index[param]) if type(param) is int and param in index else (False, param)
+            (True, index[(type(param), param)]) if (type(param), param) in index else (False, param)
             for param in params
         )
         if {taken for given, taken in parameters if given} != set(range(len(flat))):
@@ -172,6 +184,24 @@ class CompiledRows:
         return _Compiled(
             sql=sql, parameters=parameters, converters=compiler.get_converters(columns)
         )
+
+
+class _StandIns:
+    """Distinct values no real argument takes: negative integers, datetimes in 1901, strings
+    in the reserved .invalid domain."""
+
+    def __init__(self) -> None:
+        self._count = 0
+
+    def take(self, kind: type) -> Any:
+        self._count += 1
+        if kind is int:
+            return -(10**9) + self._count
+        if kind is datetime:
+            return datetime(1901, 1, 1, tzinfo=UTC) + timedelta(microseconds=self._count)
+        if kind is str:
+            return f"stand-in-{self._count}@compiled.invalid"
+        raise ImproperlyConfigured(f"CompiledRows takes no {kind.__name__} argument.")
 
 
 @dataclass(frozen=True)

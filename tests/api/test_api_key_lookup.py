@@ -70,3 +70,43 @@ def test_compiled_rows_refuse_an_argument_that_is_not_a_parameter():
     by_slug = CompiledRows(lambda slug: Agency.objects.filter(slug=slug).values_list("pk"))
     with pytest.raises(ImproperlyConfigured):
         by_slug.rows(1)
+
+
+def test_compiled_rows_take_datetimes_and_strings(agency, make_member):
+    from datetime import UTC, datetime
+
+    from agencies.models import User
+    from visio_broker.api import CompiledRows
+
+    members = [make_member(agency, "member") for _ in range(3)]
+    joined = CompiledRows(
+        lambda since, email: (
+            User.objects.filter(date_joined__gte=since, email__iexact=email)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+    )
+    early = datetime(2000, 1, 1, tzinfo=UTC)
+    assert joined.rows(early, members[1].email.upper()) == [(members[1].pk,)]
+    assert joined.rows(early, members[2].email) == [(members[2].pk,)]  # the compiled SQL again
+    assert joined.rows(datetime(2999, 1, 1, tzinfo=UTC), members[2].email) == []
+    sql, params = joined.sql(early, "someone@example.org")
+    expected = (
+        User.objects.filter(date_joined__gte=early, email__iexact="someone@example.org")
+        .order_by("pk")
+        .values_list("pk", flat=True)
+        .query.get_compiler("default")
+        .as_sql()
+    )
+    assert (sql, tuple(params)) == (expected[0], tuple(expected[1]))
+
+
+def test_compiled_rows_refuse_an_argument_type_they_cannot_stand_in_for():
+    from django.core.exceptions import ImproperlyConfigured
+
+    from agencies.models import Agency
+    from visio_broker.api import CompiledRows
+
+    by_flag = CompiledRows(lambda flag: Agency.objects.filter(allow_shared_backends=flag))
+    with pytest.raises(ImproperlyConfigured):
+        by_flag.rows(True)
