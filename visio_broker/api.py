@@ -172,10 +172,13 @@ class CompiledRows:
         ]
         compiler = self._build(*arguments).query.get_compiler(using)
         sql, params = compiler.as_sql()
-        # By type and value, so that a constant 1 is not taken for a stand-in True, or the like.
+        # By type and value, so that a constant 1 is not taken for a stand-in True, or the like;
+        # other constants (possibly unhashable) are never looked up.
         index = {(type(value), value): position for position, value in enumerate(flat)}
         parameters = tuple(
-            (True, index[(type(param), param)]) if (type(param), param) in index else (False, param)
+            (True, index[(type(param), param)])
+            if type(param) in _StandIns.KINDS and (type(param), param) in index
+            else (False, param)
             for param in params
         )
         if {taken for given, taken in parameters if given} != set(range(len(flat))):
@@ -189,6 +192,8 @@ class CompiledRows:
 class _StandIns:
     """Distinct values no real argument takes: negative integers, datetimes in 1901, strings
     in the reserved .invalid domain."""
+
+    KINDS = (int, datetime, str)
 
     def __init__(self) -> None:
         self._count = 0
@@ -291,8 +296,13 @@ class ApiKeyAuthentication(BaseAuthentication):
         if raw is not None:
             now = time.time()
             counter, timeout = throttle_counter(raw.prefix, now)
+            secret = raw.secret
             found = api_key_lookup(
-                raw.prefix, read=apikey_with_agency, counter=counter, timeout=timeout
+                raw.prefix,
+                read=apikey_with_agency,
+                presented=lambda kept: secret_matches(secret, kept.secret_hash),
+                counter=counter,
+                timeout=timeout,
             )
             key = found.key
             if found.hits is not None:

@@ -54,18 +54,24 @@ class KeyLookup:
 
 
 def api_key_lookup(
-    prefix: str, *, read: Callable[[str], ApiKey | None], counter: str, timeout: int
+    prefix: str,
+    *,
+    read: Callable[[str], ApiKey | None],
+    presented: Callable[[ApiKey], bool],
+    counter: str,
+    timeout: int,
 ) -> KeyLookup:
     """The key with ``prefix`` (``read`` reads its row and agency) and, on the kept path, the
     throttle hit on ``counter`` (a fixed-window counter living ``timeout`` seconds) counted
-    with it."""
+    with it. A kept key is used only when ``presented`` (the request holds its secret), so that
+    a wrong secret never counts against the key's rate limit."""
     incr_window_reading = getattr(cache, "incr_window_reading", None)
     if incr_window_reading is None:
         return KeyLookup(read(prefix), None)
     kept = _KEPT.get(prefix)
     hits: int | None = None
     generation: int | None = None
-    if kept is not None and time.monotonic() - kept.read_at < MAX_AGE:
+    if kept is not None and time.monotonic() - kept.read_at < MAX_AGE and presented(kept.key):
         seen = incr_window_reading(counter, timeout, GENERATION)
         if seen is not None:
             hits, generation = seen

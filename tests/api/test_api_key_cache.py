@@ -45,7 +45,13 @@ class _Reads:
 
 
 def _lookup(prefix: str, read: Any = apikey_with_agency) -> api_key_cache.KeyLookup:
-    return api_key_lookup(prefix, read=read, counter=f"test-throttle:{prefix}", timeout=60)
+    return api_key_lookup(
+        prefix,
+        read=read,
+        presented=lambda _key: True,
+        counter=f"test-throttle:{prefix}",
+        timeout=60,
+    )
 
 
 def test_api_key_is_read_once_then_kept(key):
@@ -165,3 +171,16 @@ def test_api_throttle_counts_kept_and_read_keys_alike(settings, key):
     response = client.get(URL)
     assert response.status_code == 429 and int(response["Retry-After"]) >= 1
     assert reads[3][0] == 429
+
+
+def test_api_wrong_secret_never_uses_up_the_keys_rate_limit(settings, key):
+    """Prefixes appear in logs: requests with a known prefix and a wrong secret are refused
+    and not counted, so nobody can throttle an integration they do not hold the key of."""
+    settings.API_RATE_LIMIT = "2/m"
+    row, raw = key
+    client = api_client(raw)
+    assert _key_reads(client) == (200, 1)  # the key is kept from here on
+    forged = api_client(f"vbk_{row.prefix}_{'0' * 64}")
+    assert [forged.get(URL).status_code for _ in range(4)] == [401] * 4
+    assert client.get(URL).status_code == 200
+    assert client.get(URL).status_code == 429
