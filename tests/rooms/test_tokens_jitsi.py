@@ -68,6 +68,35 @@ def test_tokens_jitsi_signer_reproduces_the_jwt_io_vector_byte_for_byte():
     assert sign(JWT_IO_CLAIMS, JWT_IO_SECRET) == JWT_IO_TOKEN
 
 
+@pytest.mark.parametrize(
+    "claims",
+    [
+        JWT_IO_CLAIMS,
+        {"room": "vb-0a", "context": {"user": {"name": "Amélie Dupont", "avatar": ""}}, "exp": 9},
+        {"iss": "app", "aud": "app", "sub": "meet.jitsi", "nbf": 1, "weird": 'quote " and \\'},
+    ],
+)
+def test_tokens_jitsi_signer_writes_what_pyjwt_encode_writes(claims):
+    for secret in ("first-secret-0123456789abcdef0123", "rotated-secret-0123456789abcdef01"):
+        assert sign(claims, secret) == jwt.encode(claims, secret, algorithm="HS256")
+
+
+def test_tokens_jitsi_signer_refuses_what_pyjwt_refuses_every_time():
+    """The key checks run once per accepted secret; a refused one is refused on every call."""
+    public_key = (
+        "-----BEGIN PUBLIC KEY-----\n"
+        "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n"
+        "-----END PUBLIC KEY-----\n"
+    )
+    for _ in range(2):
+        with pytest.raises(jwt.InvalidKeyError):
+            jwt.encode(JWT_IO_CLAIMS, public_key, algorithm="HS256")
+        with pytest.raises(jwt.InvalidKeyError):
+            sign(JWT_IO_CLAIMS, public_key)
+    with pytest.raises(jwt.InvalidKeyError):
+        sign(JWT_IO_CLAIMS, "")
+
+
 def test_tokens_jitsi_header_is_exactly_alg_and_typ():
     token = mint(JoinRole.PARTICIPANT).token
     assert segment(token, 0) == b'{"alg":"HS256","typ":"JWT"}'
