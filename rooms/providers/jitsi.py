@@ -1,19 +1,14 @@
-"""Jitsi Meet (Prosody token auth): an HS256 JWT signed with PyJWT, claims as Prosody reads them."""
+"""Jitsi Meet (Prosody token auth): an HS256 JWT signed with PyJWT (``base.sign``), claims as
+Prosody reads them."""
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import jwt
-from jwt.algorithms import HMACAlgorithm
-
-from rooms.providers.base import JoinRole, Provider, Ticket
+from rooms.providers.base import JoinRole, Provider, Ticket, sign
 
 if TYPE_CHECKING:
     from rooms.models import MediaBackend
@@ -24,34 +19,6 @@ HEADER = {"alg": "HS256", "typ": "JWT"}
 NOT_BEFORE_SKEW = 30
 # mod_token_affiliation reads context.user.affiliation: "owner" makes a moderator.
 AFFILIATION = {JoinRole.MODERATOR: "owner", JoinRole.PARTICIPANT: "member"}
-
-
-@lru_cache(maxsize=8)
-def _checked_key(key: str | bytes) -> bytes:
-    return HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(key)
-
-
-class _HmacCheckedOnce(HMACAlgorithm):
-    """PyJWT's HS256, with its key checks (not empty; not a PEM, SSH, DER or JSON key) run once
-    per secret instead of on every token: they were a third of a token's cost, and a backend's
-    secret changes only when the operator rotates it. A refused key is checked (and refused)
-    every time: exceptions are not cached."""
-
-    def prepare_key(self, key: str | bytes) -> bytes:
-        return _checked_key(key)
-
-
-_JWS = jwt.PyJWS(algorithms=["HS256"])
-_JWS.unregister_algorithm("HS256")
-_JWS.register_algorithm("HS256", _HmacCheckedOnce(HMACAlgorithm.SHA256))
-
-
-def sign(claims: Mapping[str, Any], secret: str) -> str:
-    """The compact JWS of ``claims`` under ``secret`` with Jitsi's exact header: what
-    ``jwt.encode(claims, secret, algorithm="HS256")`` writes, byte for byte (the payload as
-    PyJWT encodes it; the header with sorted keys: {"alg":"HS256","typ":"JWT"})."""
-    payload = json.dumps(dict(claims), separators=(",", ":")).encode()
-    return _JWS.encode(payload, secret, algorithm="HS256", headers={"typ": "JWT"})
 
 
 def claims_for(

@@ -1,10 +1,8 @@
-"""LiveKit: an AccessToken from livekit-api with every video grant set explicitly per role."""
+"""LiveKit: livekit-api's token claims, with every video grant set explicitly per role, as its
+AccessToken writes them."""
 
 from __future__ import annotations
 
-import base64
-import json
-import time
 from dataclasses import dataclass, fields, is_dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -12,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from google.protobuf.json_format import MessageToDict
-from livekit.api import AccessToken, VideoGrants
+from livekit.api import VideoGrants
 from livekit.api.access_token import Claims, snake_to_lower_camel
 
-from rooms.providers.base import JoinRole, Provider, Ticket
+from rooms.providers.base import JoinRole, Provider, Ticket, sign
 
 if TYPE_CHECKING:
     from rooms.models import MediaBackend
@@ -56,6 +54,10 @@ def video_grants(role: JoinRole, room_name: str) -> VideoGrants:
     )
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SECOND = timedelta(seconds=1)
+
+
 @cache
 def _claim_names(kind: type) -> tuple[tuple[str, str], ...]:
     """(attribute, claim name) of a claims dataclass's fields, camelCased as the SDK does."""
@@ -89,14 +91,6 @@ class _Claims(Claims):
         return claims
 
 
-def _claims(token: str) -> dict[str, Any]:
-    payload = token.split(".")[1]
-    decoded: dict[str, Any] = json.loads(
-        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    )
-    return decoded
-
-
 def join_url(backend: MediaBackend, token: str) -> str:
     """LiveKit Meet's ``/custom?liveKitUrl=…&token=…`` page, or the server URL for SDK clients."""
     if not backend.frontend_url:
@@ -121,27 +115,25 @@ class LiveKitProvider(Provider):
         ttl: timedelta,
     ) -> Ticket:
         # email is not sent: LiveKit has no claim for it and every participant could read it.
-        before = int(time.time())
-        access = AccessToken(backend.api_key, backend.secret())
-        access.claims = _Claims()
-        token = (
-            access.with_identity(identity)
-            .with_name(name)
-            .with_grants(video_grants(role, room_name))
-            .with_ttl(ttl)
-            .to_jwt()
+        if not identity or not room_name:
+            raise ValueError("identity and room must be set when joining a room")
+        # What AccessToken(...).with_identity().with_name().with_grants().with_ttl().to_jwt()
+        # writes, byte for byte: its claims, then sub, iss, and nbf and exp in whole seconds
+        # (its clock read to the microsecond, then truncated), signed by base.sign, which
+        # checks the secret once and not on every token as jwt.encode does.
+        claims = _Claims(name=name, video=video_grants(role, room_name)).asdict()
+        since_epoch = datetime.now(UTC) - _EPOCH
+        claims.update(
+            sub=identity,
+            iss=backend.api_key,
+            nbf=since_epoch // _SECOND,
+            exp=(since_epoch + ttl) // _SECOND,
         )
-        # The SDK stamps nbf and exp from its own clock, in whole seconds: within one second,
-        # exp is that second plus the TTL; else (rarely) read the exp it wrote.
-        seconds = ttl.total_seconds()
-        if int(time.time()) == before and seconds.is_integer():
-            exp = before + int(seconds)
-        else:
-            exp = _claims(token)["exp"]
+        token = sign(claims, backend.secret())
         return Ticket(
             provider=self.kind,
             url=join_url(backend, token),
             token=token,
-            expires_at=datetime.fromtimestamp(exp, tz=UTC),
+            expires_at=datetime.fromtimestamp(claims["exp"], tz=UTC),
             role=role,
         )

@@ -15,7 +15,8 @@ import pytest
 import time_machine
 
 from rooms.providers import JoinRole, provider_for
-from rooms.providers.jitsi import JitsiProvider, sign
+from rooms.providers.base import sign
+from rooms.providers.jitsi import JitsiProvider
 from tests.rooms.join_helpers import *  # noqa: F403  (fixtures)
 from tests.rooms.join_helpers import (
     JITSI_APP,

@@ -172,19 +172,50 @@ def test_tokens_livekit_ticket_repr_hides_the_token():
 
 
 @pytest.mark.parametrize("role", list(JoinRole))
-def test_tokens_livekit_are_byte_identical_to_the_sdks_own(role):
-    """The adapter writes the claims without dataclasses.asdict; the token must not change."""
-    with time_machine.travel(datetime(2027, 3, 29, 8, 0, 30, tzinfo=UTC), tick=False):
-        ticket = mint(role)
+@pytest.mark.parametrize(
+    ("moment", "ttl"),
+    [
+        (datetime(2027, 3, 29, 8, 0, 30, tzinfo=UTC), TTL),
+        # The SDK truncates its clock to the second for nbf and after adding the TTL for exp:
+        # a moment just before a second and a TTL with a fraction must round alike.
+        (
+            datetime(2027, 3, 29, 8, 0, 30, 999_999, tzinfo=UTC),
+            timedelta(seconds=299, microseconds=1),
+        ),
+        (datetime(2027, 3, 29, 8, 0, 30, 500_000, tzinfo=UTC), timedelta(seconds=90.5)),
+        (datetime(2027, 3, 29, 8, 0, 30, 400_000, tzinfo=UTC), timedelta(seconds=90.5)),
+    ],
+)
+def test_tokens_livekit_are_byte_identical_to_the_sdks_own(role, moment, ttl):
+    """The adapter writes the SDK's claims and signs them itself; the token must not change."""
+    with time_machine.travel(moment, tick=False):
+        ticket = mint(role, ttl=ttl)
         sdk_token = (
             AccessToken(LIVEKIT_KEY, LIVEKIT_SECRET)
             .with_identity("user-42")
             .with_name("Amélie Dupont")
             .with_grants(video_grants(role, ROOM))
-            .with_ttl(TTL)
+            .with_ttl(ttl)
             .to_jwt()
         )
     assert ticket.token == sdk_token
+    exp = jwt.decode(sdk_token, options={"verify_signature": False})["exp"]
+    assert ticket.expires_at == datetime.fromtimestamp(exp, tz=UTC)
+
+
+@pytest.mark.parametrize(("identity", "room"), [("", ROOM), ("user-42", "")])
+def test_tokens_livekit_refuses_a_token_without_identity_or_room(identity, room):
+    """As the SDK's to_jwt does: a room-join token must name who joins which room."""
+    with pytest.raises(ValueError, match="identity and room"):
+        provider_for("livekit").mint(
+            backend=livekit_backend(),
+            room_name=room,
+            identity=identity,
+            name="Amélie Dupont",
+            email="amelie@test.gouv.example",
+            role=JoinRole.PARTICIPANT,
+            ttl=TTL,
+        )
 
 
 def test_tokens_livekit_claims_dict_equals_the_sdks_for_every_kind_of_field():
