@@ -130,4 +130,7 @@ def test_relay_soon_with_an_unreachable_broker_returns_at_once(caplog):
         assert "broker unreachable, notification 12345 left to the sweeper" in caplog.text
     finally:
         app.conf.broker_write_url = previous
+        # force_close_all closes the pool for good: later tests in this process get a new one.
         app.pool.force_close_all()
+        app._pool = None
+        app.amqp._producer_pool = None
