@@ -18,6 +18,7 @@ from django.utils.crypto import constant_time_compare
 from agencies.models import User
 from agencies.selectors import is_agency_admin, session_with_user, user_with_membership
 from agencies.sessions import SessionStore
+from visio_broker.middleware import browser_only
 
 
 def _reads_like_model_backend(backend: object) -> bool:
@@ -69,11 +70,13 @@ def session_user(request: HttpRequest) -> AbstractBaseUser | AnonymousUser:
     return AnonymousUser()
 
 
+@browser_only
 class AuthenticationMiddleware(DjangoAuthenticationMiddleware):
     """Django's, reading the signed-in user with session_user, at once rather than lazily: every
     request asks for the user anyway (UserLanguageMiddleware, the MFA rule), and each of the
     dozens of reads of ``request.user`` through Django's lazy proxy cost a function call (a few
-    per cent of a signed-in join). Without a session cookie nothing is read."""
+    per cent of a signed-in join). Without a session cookie nothing is read. API calls, which
+    carry a key and not a session, have no ``request.user`` until the API authenticates them."""
 
     def process_request(self, request: HttpRequest) -> None:
         super().process_request(request)
@@ -84,6 +87,7 @@ class AuthenticationMiddleware(DjangoAuthenticationMiddleware):
 _ALLOWED_PREFIXES = ("/accounts/", "/i18n/", "/static/", "/healthz", "/readyz")
 
 
+@browser_only
 class RequireMfaForAdminsMiddleware:
     """Agency admins and platform operators must enrol TOTP before using the application."""
 
@@ -102,6 +106,7 @@ class RequireMfaForAdminsMiddleware:
         return self.get_response(request)
 
 
+@browser_only
 class UserLanguageMiddleware:
     """A signed-in user sees their profile language, whatever the browser asks for."""
 

@@ -104,12 +104,14 @@ MIDDLEWARE = [
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
+    # From here on, the middleware from agencies and visio_broker steps aside for API calls,
+    # which carry a key and no session (visio_broker.middleware.browser_only).
     # Django's, reading the user and their membership in one query (agencies.middleware).
     "agencies.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "visio_broker.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
-    "allauth.usersessions.middleware.UserSessionsMiddleware",
+    "visio_broker.middleware.UserSessionsMiddleware",
     "agencies.middleware.UserLanguageMiddleware",
     "agencies.middleware.RequireMfaForAdminsMiddleware",
 ]
