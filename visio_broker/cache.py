@@ -8,12 +8,13 @@ outbox: rows wait for the sweeper.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from functools import cache
 from typing import Any
 
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 logger = logging.getLogger(__name__)
@@ -59,11 +60,37 @@ return {count, redis.call('GET', KEYS[2])}
 """
 
 
-@cache
-def _script(client: Any, source: str) -> Any:
-    """A script, once per client (_ReusedClients keeps one per pool): redis-py sends EVALSHA,
-    and the script itself when the server does not know it yet."""
-    return client.register_script(source)
+class _Script:
+    """A Lua script, run by EVALSHA on a connection of the client's pool, without redis-py's
+    client layer (retry wrapper, command dispatch, reply callbacks): half the CPU of a
+    ``register_script`` call, and the API's throttle runs one on every request. The pool
+    reconnects a connection the server closed before handing it out; a connection that fails
+    here is closed and the error raised (the cache treats it as Redis unavailable). When the
+    server does not know the script (after a restart or SCRIPT FLUSH), EVAL sends it."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    def __call__(self, client: Any, keys: list[str], args: list[Any]) -> Any:
+        pool = client.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            try:
+                return connection.read_response()
+            except NoScriptError:
+                connection.send_command("EVAL", self.source, len(keys), *keys, *args)
+                return connection.read_response()
+        except _UNAVAILABLE:
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
+
+
+_WINDOW_HIT_SCRIPT = _Script(_WINDOW_HIT)
+_WINDOW_HIT_READING_SCRIPT = _Script(_WINDOW_HIT_READING)
 
 
 class ResilientRedisCache(RedisCache):
@@ -153,7 +180,7 @@ class ResilientRedisCache(RedisCache):
         redis_cache: Any = self._cache  # type: ignore[attr-defined]
         try:
             client = redis_cache.get_client(key, write=True)
-            count = _script(client, _WINDOW_HIT)(keys=[key], args=[timeout], client=client)
+            count = _WINDOW_HIT_SCRIPT(client, [key], [timeout])
         except _UNAVAILABLE as exc:
             _warn("incr_window", exc)
             return None
@@ -169,9 +196,7 @@ class ResilientRedisCache(RedisCache):
         redis_cache: Any = self._cache  # type: ignore[attr-defined]
         try:
             client = redis_cache.get_client(key, write=True)
-            count, value = _script(client, _WINDOW_HIT_READING)(
-                keys=[key, counter], args=[timeout], client=client
-            )
+            count, value = _WINDOW_HIT_READING_SCRIPT(client, [key, counter], [timeout])
         except _UNAVAILABLE as exc:
             _warn("incr_window_reading", exc)
             return None
