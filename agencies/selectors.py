@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Generic, TypeVar, cast
@@ -34,10 +34,16 @@ class Columns(Generic[M]):
     converters: list[tuple[int, list[Callable[..., Any]], Any]]
 
     @classmethod
-    def of(cls, model: type[M], alias: str) -> Columns[M]:
+    def of(cls, model: type[M], alias: str, *, leave_out: Collection[str] = ()) -> Columns[M]:
+        """``leave_out``: fields a hot path never reads (big texts, bookkeeping); they are
+        deferred, as with ``QuerySet.defer``: read by a query of their own if ever used.
+        Every column costs its transfer and its decoding on every call."""
         connection = connections[router.db_for_read(model)]
         quote = connection.ops.quote_name
-        fields = model._meta.concrete_fields
+        unknown = set(leave_out) - {field.name for field in model._meta.concrete_fields}
+        if unknown or model._meta.pk.name in leave_out:
+            raise ValueError(f"{model.__name__}: cannot leave out {sorted(unknown) or 'the pk'}")
+        fields = [field for field in model._meta.concrete_fields if field.name not in leave_out]
         converters = []
         for index, field in enumerate(fields):
             column = field.get_col(alias)
@@ -49,8 +55,8 @@ class Columns(Generic[M]):
             alias=alias,
             sql=", ".join(f"{quote(alias)}.{quote(field.column)}" for field in fields),
             attnames=[field.attname for field in fields],
-            db_columns={field.name: field.column for field in fields},
-            pk_index=list(fields).index(model._meta.pk),
+            db_columns={field.name: field.column for field in model._meta.concrete_fields},
+            pk_index=fields.index(model._meta.pk),
             converters=converters,
         )
 

@@ -57,3 +57,32 @@ def test_an_instance_someone_listens_for_is_built_by_the_orm(agency):
         post_init.disconnect(listener, sender=Agency)
     assert seen == [found]
     assert _values(found) == _values(Agency.objects.get(pk=agency.pk))
+
+
+def test_columns_left_out_are_deferred_as_with_defer(
+    agency, make_member, django_assert_num_queries
+):
+    member = make_member(agency, display_name="Léa")
+    columns = Columns.of(User, "t", leave_out=("password", "last_login"))
+    assert '"password"' not in columns.sql and '"last_login"' not in columns.sql
+    assert columns.column("password") == '"t"."password"'  # still usable in a WHERE
+    with django_assert_num_queries(1):
+        found = _read(columns, member.pk)
+        assert (found.email, found.display_name) == (member.email, "Léa")
+    assert (
+        found.get_deferred_fields()
+        == User.objects.defer("password", "last_login").get(pk=member.pk).get_deferred_fields()
+    )
+    with django_assert_num_queries(1):  # read when used, as Django reads a deferred field
+        assert found.check_password("wrong") is False
+    # Saved as an UPDATE of the loaded fields only: the password hash is kept.
+    found.display_name = "Léa D."
+    found.save()
+    stored = User.objects.get(pk=member.pk)
+    assert (stored.display_name, stored.password) == ("Léa D.", member.password)
+
+
+@pytest.mark.parametrize("leave_out", [("no_such_field",), ("id",)])
+def test_columns_refuse_to_leave_out_an_unknown_field_or_the_pk(leave_out):
+    with pytest.raises(ValueError, match="cannot leave out"):
+        Columns.of(User, "t", leave_out=leave_out)

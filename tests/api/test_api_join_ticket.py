@@ -30,7 +30,7 @@ from tests.rooms.join_helpers import (
 )
 from visio_broker.models import IdempotentRequest
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_deferred_reads")]
 
 OPENS_AT = START - timedelta(minutes=settings.JOIN_WINDOW_OPENS_MINUTES)
 

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 import jwt
 import pytest
 import time_machine
+from django.db.models.query_utils import DeferredAttribute
 from django.test import Client
 from livekit.api import TokenVerifier
 
@@ -32,7 +33,7 @@ from meetings.recurrence import Recurrence
 from meetings.services import AttendeeSpec, meeting_schedule
 from rooms.models import BackendKind, MediaBackend, RoomReservation
 
-__all__ = ["book", "join_secrets", "people"]
+__all__ = ["book", "join_secrets", "no_deferred_reads", "people"]
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_VERIFY = ROOT / "tests" / "node" / "livekit_verify.mjs"
@@ -218,6 +219,23 @@ class People:
         if user is not None:
             client.force_login(user)
         return client
+
+
+@pytest.fixture
+def no_deferred_reads(monkeypatch):
+    """Fails the test when anything reads a field that its query left out (rooms.selectors'
+    _JOIN_LEAVES_OUT): each such read costs a query of its own. Modules whose flows all go
+    through the join's read opt in with usefixtures."""
+    read: list[tuple[str, str]] = []
+    check = DeferredAttribute._check_parent_chain  # called only for a field not loaded
+
+    def recording(self, instance):
+        read.append((type(instance).__name__, self.field.attname))
+        return check(self, instance)
+
+    monkeypatch.setattr(DeferredAttribute, "_check_parent_chain", recording)
+    yield read
+    assert read == [], f"deferred fields read, one query each: {read}"
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from tests.rooms.join_helpers import (
     token_from_url,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_deferred_reads")]
 
 PERSONAS = ["anonymous", "guest", "attendee", "co_organizer", "host_member", "other_agency"]
 

@@ -11,10 +11,10 @@ from django.db.models import Exists, OuterRef, Subquery, Value
 from django.test import Client
 from django.urls import reverse
 
-from agencies.models import Membership
+from agencies.models import Membership, User
 from meetings.models import Attendee, Meeting
 from rooms import selectors
-from rooms.models import RoomReservation
+from rooms.models import MediaBackend, RoomReservation
 from tests.rooms.join_helpers import *  # noqa: F403  (fixtures)
 from tests.rooms.join_helpers import LIVEKIT_MEET, MOMENTS
 
@@ -77,7 +77,12 @@ def orm_meeting_for_join(pk: int, user) -> Meeting | None:
 
 
 def values(instance) -> dict:
+    """Every field's value; fields a join leaves out are read here, one query each."""
     return {field.attname: getattr(instance, field.attname) for field in instance._meta.fields}
+
+
+def left_out(model) -> set[str]:
+    return {model._meta.get_field(name).attname for name in selectors._JOIN_LEAVES_OUT[model]}
 
 
 TIES = ("viewer_id", "viewer_co_organizer", "viewer_attendee_role", "viewer_agency_id")
@@ -92,6 +97,10 @@ def test_meeting_for_join_reads_what_the_orm_reads(who, people, book, django_ass
         found = selectors.meeting_for_join(pk=meeting.pk, user=user)
         reservation = found.reservation
         backend = reservation.backend
+    # The read leaves out what no join uses, and nothing else.
+    assert found.get_deferred_fields() == left_out(Meeting)
+    assert reservation.get_deferred_fields() == left_out(RoomReservation)
+    assert backend.get_deferred_fields() == left_out(MediaBackend)
     assert values(found) == values(expected)
     assert values(reservation) == values(expected.reservation)
     assert values(backend) == values(expected.reservation.backend)
@@ -132,6 +141,7 @@ def test_meeting_for_agency_join_reads_the_person_and_what_the_orm_reads(
             agency=meeting.host_agency, pk=meeting.pk, email=address
         )
         backend = found.reservation.backend
+    assert person.get_deferred_fields() == left_out(User)
     assert values(person) == values(user)
     assert values(found) == values(expected)
     assert values(backend) == values(expected.reservation.backend)

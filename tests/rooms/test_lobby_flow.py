@@ -19,7 +19,7 @@ from tests.rooms.join_helpers import (
     token_from_url,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_deferred_reads")]
 
 INSIDE = MOMENTS["inside"]
 HTMX = {"HTTP_HX_REQUEST": "true"}
