@@ -110,3 +110,30 @@ def test_the_daily_purge_deletes_expired_sessions_only(agency, make_member):
     assert sessions_purge_task() == 1
     assert list(Session.objects.values_list("session_key", flat=True)) == [live]
     assert "agencies.sessions_purge" in settings.CELERY_BEAT_SCHEDULE
+
+
+def test_session_data_decoded_once_is_handed_out_as_a_fresh_copy(agency, make_member):
+    """Decoding is remembered by the stored text; every request still gets its own dict, and
+    text that fails the signature check is never remembered."""
+    from agencies import sessions
+
+    user = make_member(agency)
+    stored = Session.objects.get(
+        session_key=signed_in(user).cookies[settings.SESSION_COOKIE_NAME].value
+    ).session_data
+    first = SessionStore().decode(stored)
+    assert stored in sessions._DECODED
+    first["lobby_entries"] = {"1": "changed by one request"}
+    second = SessionStore().decode(stored)
+    assert second == {key: value for key, value in first.items() if key != "lobby_entries"}
+    assert second is not first
+
+    tampered = stored[:-3] + ("AAA" if not stored.endswith("AAA") else "BBB")
+    assert SessionStore().decode(tampered) == {}
+    assert tampered not in sessions._DECODED
+    # Another session's text is decoded on its own.
+    other = make_member(agency)
+    other_stored = Session.objects.get(
+        session_key=signed_in(other).cookies[settings.SESSION_COOKIE_NAME].value
+    ).session_data
+    assert SessionStore().decode(other_stored)[SESSION_KEY] == str(other.pk)
