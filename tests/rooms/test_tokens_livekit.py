@@ -53,11 +53,18 @@ EXPECTED_GRANTS = {
 }
 
 
-def mint(role: JoinRole, *, frontend: bool = True, ttl: timedelta = TTL, room: str = ROOM):
+def mint(
+    role: JoinRole,
+    *,
+    frontend: bool = True,
+    ttl: timedelta = TTL,
+    room: str = ROOM,
+    identity: str = "user-42",
+):
     return provider_for("livekit").mint(
         backend=livekit_backend(frontend=frontend),
         room_name=room,
-        identity="user-42",
+        identity=identity,
         name="Amélie Dupont",
         email="amelie@test.gouv.example",
         role=role,
@@ -207,15 +214,7 @@ def test_tokens_livekit_are_byte_identical_to_the_sdks_own(role, moment, ttl):
 def test_tokens_livekit_refuses_a_token_without_identity_or_room(identity, room):
     """As the SDK's to_jwt does: a room-join token must name who joins which room."""
     with pytest.raises(ValueError, match="identity and room"):
-        provider_for("livekit").mint(
-            backend=livekit_backend(),
-            room_name=room,
-            identity=identity,
-            name="Amélie Dupont",
-            email="amelie@test.gouv.example",
-            role=JoinRole.PARTICIPANT,
-            ttl=TTL,
-        )
+        mint(JoinRole.PARTICIPANT, room=room, identity=identity)
 
 
 def test_tokens_livekit_claims_dict_equals_the_sdks_for_every_kind_of_field():
