@@ -32,7 +32,7 @@ os.environ["CELERY_BROKER_URL"] = os.environ["BENCH_REDIS_URL"]
 KEY_VARIABLE = "VB_BENCH_API_SIGNING_KEY"
 os.environ[KEY_VARIABLE] = "bench-only-api-key-0123456789abcdef0123456789abcd"
 
-from bench.run import DATABASE_URL, ensure_database  # noqa: E402
+from bench.run import DATABASE_URL, ensure_database, vacuum  # noqa: E402
 from bench.server import (  # noqa: E402
     Target,
     free_port,
@@ -66,16 +66,6 @@ def ensure_meetings() -> int:
         synthetic.load_meetings(loader, first=1, last=MEETINGS, seed=MEETINGS / 10**7)
         loader.execute("VACUUM ANALYZE")
         return MEETINGS
-
-
-def vacuum() -> None:
-    """What autovacuum would have done by now: load() deletes the previous run's meetings
-    (thousands, with their rooms and attendees), and a PostgreSQL without autovacuum (as on the
-    development machines) keeps their dead rows in the tables and indexes the requests read."""
-    import psycopg
-
-    with psycopg.connect(DATABASE_URL, autocommit=True) as connection:
-        connection.execute("VACUUM ANALYZE")
 
 
 def load() -> dict[str, Any]:

@@ -4,7 +4,8 @@ provider) against /healthz of the same app; target ≥ 0.4× its requests/second
 
 Same database approach as bench/run.py (BENCH_DATABASE_URL, default visio_bench, created and
 migrated if needed); this benchmark's rows (agency bench-join, its people, backend and meeting)
-are replaced on each run. gunicorn: 2 workers (gthread, 4 threads), loopback, --no-control-socket.
+are replaced on each run, and the database is vacuumed before the rounds. gunicorn: 2 workers
+(gthread, 4 threads), loopback, --no-control-socket.
 The load is a bounded loop: each client process sends a fixed number of requests over one
 keep-alive connection and checks every answer (302 to the provider, or 200); rounds of the
 endpoints alternate and the median round counts, as do p50/p95 (each request's latency as its
@@ -35,7 +36,7 @@ os.environ["CELERY_BROKER_URL"] = os.environ["BENCH_REDIS_URL"]
 KEY_VARIABLE = "VB_BENCH_JOIN_SIGNING_KEY"
 os.environ[KEY_VARIABLE] = "bench-only-join-key-0123456789abcdef0123456789"
 
-from bench.run import DATABASE_URL, ensure_database  # noqa: E402
+from bench.run import DATABASE_URL, ensure_database, vacuum  # noqa: E402
 from bench.server import (  # noqa: E402
     Target,
     free_port,
@@ -161,6 +162,7 @@ def main() -> int:
 
     django.setup()
     data = load()
+    vacuum()
     results = measure(data, args.clients, args.requests, args.rounds)
     met = results["ratio"] >= TARGET and not results["join"]["unexpected"]
 
