@@ -46,14 +46,14 @@ def browser_only(middleware: M) -> M:
     }
     for hook in _HOOKS:
         if hasattr(middleware, hook):
-            namespace[hook] = _hook_for_browsers(getattr(middleware, hook))
+            namespace[hook] = _hook_for_browsers(hook, getattr(middleware, hook))
     return type(middleware.__name__, (middleware,), namespace)  # type: ignore[return-value]
 
 
-def _hook_for_browsers(hook: Callable[..., Any]) -> Callable[..., Any]:
+def _hook_for_browsers(name: str, hook: Callable[..., Any]) -> Callable[..., Any]:
     # process_template_response must hand the response on; the other hooks say "nothing to
     # do" with None.
-    passes_on_response = hook.__name__ == "process_template_response"
+    passes_on_response = name == "process_template_response"
 
     def for_browsers(self: Any, request: HttpRequest, *args: Any) -> Any:
         if is_api_call(request):

@@ -44,7 +44,8 @@ _JWS.register_algorithm("HS256", _HmacCheckedOnce(HMACAlgorithm.SHA256))
 
 def sign(claims: Mapping[str, Any], secret: str) -> str:
     """The compact JWS of ``claims`` under ``secret``, header {"alg":"HS256","typ":"JWT"} (what
-    Jitsi's Prosody demands and LiveKit's SDK writes): what ``jwt.encode(claims, secret,
+    LiveKit's SDK writes; Prosody rejects a header without typ and checks alg against its own
+    configuration): what ``jwt.encode(claims, secret,
     algorithm="HS256")`` writes, byte for byte (the payload as PyJWT encodes it; the header with
     sorted keys)."""
     payload = json.dumps(dict(claims), separators=(",", ":")).encode()

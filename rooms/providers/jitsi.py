@@ -13,8 +13,6 @@ from rooms.providers.base import JoinRole, Provider, Ticket, sign
 if TYPE_CHECKING:
     from rooms.models import MediaBackend
 
-# Prosody rejects a header without typ, and checks alg against its own configuration.
-HEADER = {"alg": "HS256", "typ": "JWT"}
 # Prosody checks nbf without leeway: a server clock a little behind ours must still accept it.
 NOT_BEFORE_SKEW = 30
 # mod_token_affiliation reads context.user.affiliation: "owner" makes a moderator.
