@@ -811,7 +811,8 @@ class ApiViewMixin:
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
         key: ApiKey = request.auth  # type: ignore[assignment]  # HasScope checked it
         self._audit_token = _acting_key.set(key)
-        idempotency_key = request.headers.get("Idempotency-Key")
+        # From META: request.headers would copy every header into a dict first.
+        idempotency_key = request.META.get("HTTP_IDEMPOTENCY_KEY")
         if request.method == "POST" and idempotency_key is not None and self.idempotent_replay:
             self._idempotency = idempotency_begin(request, key, idempotency_key)
 

@@ -21,8 +21,10 @@ class ApiContentNegotiation(DefaultContentNegotiation):
     def select_renderer(
         self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
     ) -> tuple[BaseRenderer, str]:
-        accept = request.META.get("HTTP_ACCEPT", "*/*")
-        if accept == "*/*" and not format_suffix and "format" not in request.query_params:
+        meta = request.META
+        # Without a query string there is no ?format= (and no QueryDict to build to see it).
+        no_format = not meta.get("QUERY_STRING") or "format" not in request.query_params
+        if meta.get("HTTP_ACCEPT", "*/*") == "*/*" and not format_suffix and no_format:
             first = next(iter(renderers))
             return first, first.media_type
         return super().select_renderer(request, renderers, format_suffix)

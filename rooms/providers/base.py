@@ -6,6 +6,8 @@ stores, logs or returns the token anywhere but in the ticket it hands back.
 
 from __future__ import annotations
 
+import base64
+import hmac
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -15,7 +17,6 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import jwt
 from jwt.algorithms import HMACAlgorithm
 
 if TYPE_CHECKING:
@@ -24,32 +25,31 @@ if TYPE_CHECKING:
 
 @lru_cache(maxsize=8)
 def _checked_key(key: str | bytes) -> bytes:
-    return HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(key)
-
-
-class _HmacCheckedOnce(HMACAlgorithm):
-    """PyJWT's HS256, with its key checks (not empty; not a PEM, SSH, DER or JSON key) run once
+    """PyJWT's checks of an HS256 key (not empty; not a PEM, SSH, DER or JSON key), run once
     per secret instead of on every token: they were a third of a token's cost, and a backend's
     secret changes only when the operator rotates it. A refused key is checked (and refused)
     every time: exceptions are not cached."""
-
-    def prepare_key(self, key: str | bytes) -> bytes:
-        return _checked_key(key)
+    return HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(key)
 
 
-_JWS = jwt.PyJWS(algorithms=["HS256"])
-_JWS.unregister_algorithm("HS256")
-_JWS.register_algorithm("HS256", _HmacCheckedOnce(HMACAlgorithm.SHA256))
+def _base64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+# {"alg":"HS256","typ":"JWT"}: what LiveKit's SDK writes, keys sorted as PyJWT sorts them.
+# Prosody rejects a header without typ and checks alg against its own configuration.
+_HEADER = _base64url(b'{"alg":"HS256","typ":"JWT"}')
 
 
 def sign(claims: Mapping[str, Any], secret: str) -> str:
-    """The compact JWS of ``claims`` under ``secret``, header {"alg":"HS256","typ":"JWT"} (what
-    LiveKit's SDK writes; Prosody rejects a header without typ and checks alg against its own
-    configuration): what ``jwt.encode(claims, secret,
-    algorithm="HS256")`` writes, byte for byte (the payload as PyJWT encodes it; the header with
-    sorted keys)."""
+    """The compact JWS (RFC 7515) of ``claims`` under ``secret`` with HMAC-SHA256: what
+    ``jwt.encode(claims, secret, algorithm="HS256")`` writes, byte for byte
+    (tests/rooms/test_tokens_*.py), without PyJWT's per-call work (header encoding, algorithm
+    lookup, key checks): a constant header, the payload as PyJWT encodes it, and one HMAC."""
     payload = json.dumps(dict(claims), separators=(",", ":")).encode()
-    return _JWS.encode(payload, secret, algorithm="HS256", headers={"typ": "JWT"})
+    signing_input = _HEADER + b"." + _base64url(payload)
+    signature = hmac.digest(_checked_key(secret), signing_input, "sha256")
+    return (signing_input + b"." + _base64url(signature)).decode("ascii")
 
 
 class JoinRole(StrEnum):

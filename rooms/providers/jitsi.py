@@ -1,5 +1,5 @@
-"""Jitsi Meet (Prosody token auth): an HS256 JWT signed with PyJWT (``base.sign``), claims as
-Prosody reads them."""
+"""Jitsi Meet (Prosody token auth): an HS256 JWT (``base.sign``, byte for byte what PyJWT
+writes), claims as Prosody reads them."""
 
 from __future__ import annotations
 

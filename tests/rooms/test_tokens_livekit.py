@@ -3,17 +3,25 @@ Node livekit-server-sdk's; expired, wrong-room and wrong-secret tokens are rejec
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import pytest
 import time_machine
-from livekit.api import AccessToken, SIPGrants, VideoGrants
+from livekit.api import AccessToken
 from livekit.api.access_token import Claims
 
 from rooms.providers import JoinRole, provider_for
-from rooms.providers.livekit import LiveKitProvider, _Claims, video_grants
+from rooms.providers.livekit import (
+    _NAME,
+    _ROOM,
+    LiveKitProvider,
+    _claims_template,
+    _filled,
+    video_grants,
+)
 from tests.rooms.join_helpers import *  # noqa: F403  (fixtures)
 from tests.rooms.join_helpers import (
     LIVEKIT_KEY,
@@ -217,18 +225,12 @@ def test_tokens_livekit_refuses_a_token_without_identity_or_room(identity, room)
         mint(JoinRole.PARTICIPANT, room=room, identity=identity)
 
 
-def test_tokens_livekit_claims_dict_equals_the_sdks_for_every_kind_of_field():
-    grants = {
-        "video": VideoGrants(
-            room_join=True, room=ROOM, can_publish_sources=["camera", "microphone"], hidden=None
-        ),
-        "sip": SIPGrants(admin=True),
-        "attributes": {"agency": "dinum", "empty": ""},
-        "metadata": "",
-        "name": "Amélie",
-        "kind": "standard",
-    }
-    ours, sdks = _Claims(**grants).asdict(), Claims(**grants).asdict()
-    assert ours == sdks
-    assert list(ours) == list(sdks)  # the same order, so the same JSON text
-    assert list(ours["video"]) == list(sdks["video"])
+@pytest.mark.parametrize("role", list(JoinRole))
+@pytest.mark.parametrize("name", ["Amélie", "", " ", "\x00room"])
+def test_tokens_livekit_claims_are_the_sdks_for_every_role_and_name(role, name):
+    """The claims built once per role and filled per token are the SDK's Claims.asdict, in the
+    same order (so the same JSON text): an empty name left out, any other kept as given."""
+    ours = _filled(_claims_template(role), {_NAME: name, _ROOM: ROOM})
+    sdks = Claims(name=name, video=video_grants(role, ROOM)).asdict()
+    assert json.dumps(ours) == json.dumps(sdks)
+    assert ("name" in ours) == (name != "")
