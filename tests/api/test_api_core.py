@@ -126,6 +126,45 @@ def test_api_malformed_json_is_400_problem(agency, make_api_key):
     assert response.json()["code"] == "parse_error"
 
 
+@pytest.mark.parametrize(
+    ("body", "content_type", "echoed"),
+    [
+        ('{"name": "Amélie"}'.encode(), "application/json", {"name": "Amélie"}),
+        ('{"name": "Amélie"}'.encode(), "Application/JSON; charset=utf-8", {"name": "Amélie"}),
+        # The test client encodes the text in the charset the content type names.
+        ('{"name": "Amélie"}', "application/json; charset=latin-1", {"name": "Amélie"}),
+        (b"", "application/json", {}),
+    ],
+)
+def test_api_json_bodies_are_read_as_drf_reads_them(
+    agency, make_api_key, body, content_type, echoed
+):
+    _key, raw = make_api_key(agency)
+    response = api_client(raw).post("/api/v1/probe/", body, content_type=content_type)
+    assert response.status_code == 201
+    assert response.json()["echo"] == echoed
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "code"),
+    [
+        (b'{"a": NaN}', "application/json", 400, "parse_error"),  # not JSON (RFC 8259)
+        (b'{"a": "\xff"}', "application/json", 400, "parse_error"),  # not UTF-8
+        (b'{"a": 1} x', "application/json", 400, "parse_error"),
+        (b'{"a": 1}', "text/plain", 415, "unsupported_media_type"),
+        (b"a=1", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+    ],
+)
+def test_api_bodies_that_are_not_json_are_refused(
+    agency, make_api_key, body, content_type, status, code
+):
+    _key, raw = make_api_key(agency)
+    response = api_client(raw).post("/api/v1/probe/", body, content_type=content_type)
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["code"] == code
+
+
 @override_settings(API_RATE_LIMIT="3/m")
 def test_api_throttles_per_key_with_retry_after(agency, make_api_key):
     _k1, first = make_api_key(agency)
