@@ -6,6 +6,7 @@ from functools import cache
 from typing import Any, Generic, TypeVar, cast
 
 from django.db import connections, router
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Model, QuerySet
 from django.db.models.base import ModelState
 from django.db.models.signals import post_init, pre_init
@@ -75,12 +76,16 @@ class Columns(Generic[M]):
     def width(self) -> int:
         return len(self.attnames)
 
-    def instance(self, row: Sequence[Any], start: int = 0) -> M | None:
-        """The instance in ``row[start:start + width]``; None for the NULLs of an outer join."""
+    def instance(
+        self, row: Sequence[Any], start: int = 0, *, connection: BaseDatabaseWrapper | None = None
+    ) -> M | None:
+        """The instance in ``row[start:start + width]``; None for the NULLs of an outer join.
+        ``connection``: the one that read the row (default: the model's for reading)."""
         values = list(row[start : start + self.width])
         if values[self.pk_index] is None:
             return None
-        connection = connections[router.db_for_read(self.model)]
+        if connection is None:
+            connection = connections[router.db_for_read(self.model)]
         for index, found, column in self.converters:
             for converter in found:
                 values[index] = converter(values[index], column, connection)
@@ -102,8 +107,9 @@ def _built_plainly(model: type[Model]) -> bool:
     return (
         model.__init__ is Model.__init__
         and model.from_db.__func__ is Model.from_db.__func__  # type: ignore[attr-defined]
-        and not pre_init.has_listeners(model)
-        and not post_init.has_listeners(model)
+        # An empty list of receivers first: that is the usual case, and one attribute.
+        and not (pre_init.receivers and pre_init.has_listeners(model))
+        and not (post_init.receivers and post_init.has_listeners(model))
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any, cast
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.db import connections, router
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import F, Max, Model, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -365,7 +366,8 @@ def meeting_for_join(*, pk: int, user: User | AnonymousUser | None) -> Meeting |
     other. Any meeting: the join page is reachable by people who cannot see the meeting page."""
     query = _join_query()
     signed_in = user is not None and user.is_authenticated
-    with connections[router.db_for_read(Meeting)].cursor() as cursor:
+    connection = connections[router.db_for_read(Meeting)]
+    with connection.cursor() as cursor:
         if signed_in:
             cursor.execute(query.signed_in, {"pk": pk, "user": cast(User, user).pk})
         else:
@@ -373,24 +375,27 @@ def meeting_for_join(*, pk: int, user: User | AnonymousUser | None) -> Meeting |
         row = cursor.fetchone()
     if row is None:
         return None
-    meeting, at = _joined_meeting(query, row)
+    meeting, at = _joined_meeting(query, row, connection)
     if signed_in:
         _set_ties(meeting, cast(User, user).pk, row[at:])
     return meeting
 
 
-def _joined_meeting(query: _JoinQuery, row: Sequence[Any]) -> tuple[Meeting, int]:
-    """The meeting with its room and backend at the start of a join query's row, and where the
-    rest of the row starts."""
-    meeting = cast(Meeting, query.meeting.instance(row))
+def _joined_meeting(
+    query: _JoinQuery, row: Sequence[Any], connection: BaseDatabaseWrapper
+) -> tuple[Meeting, int]:
+    """The meeting with its room and backend at the start of a join query's row (read on
+    ``connection``), and where the rest of the row starts."""
+    meeting = cast(Meeting, query.meeting.instance(row, connection=connection))
     at = query.meeting.width
-    reservation = query.reservation.instance(row, at)
+    reservation = query.reservation.instance(row, at, connection=connection)
     at += query.reservation.width
     # As select_related leaves them: meeting.reservation raises DoesNotExist when there is none.
     Meeting.reservation.related.set_cached_value(meeting, reservation)
     if reservation is not None:
+        backend = query.backend.instance(row, at, connection=connection)
         RoomReservation.meeting.field.set_cached_value(reservation, meeting)
-        RoomReservation.backend.field.set_cached_value(reservation, query.backend.instance(row, at))
+        RoomReservation.backend.field.set_cached_value(reservation, backend)
     return meeting, at + query.backend.width
 
 
@@ -560,13 +565,14 @@ def meeting_for_agency_join(
         person = None
     else:
         query = _join_query()
-        with connections[router.db_for_read(Meeting)].cursor() as cursor:
+        connection = connections[router.db_for_read(Meeting)]
+        with connection.cursor() as cursor:
             cursor.execute(query.by_address, {"pk": pk, "email": email.strip().lower()})
             row = cursor.fetchone()
         if row is None:
             return None
-        meeting, at = _joined_meeting(query, row)
-        person = query.person.instance(row, at)
+        meeting, at = _joined_meeting(query, row, connection)
+        person = query.person.instance(row, at, connection=connection)
         if person is not None:
             _set_ties(meeting, person.pk, row[at + query.person.width :])
     if meeting is None or meeting.host_agency_id != agency.pk:
