@@ -437,6 +437,9 @@ def _parse_rate(rate: str) -> tuple[int, int]:
 # --- Input -----------------------------------------------------------------------------------
 
 
+_NOT_DECODED = object()
+
+
 class ApiRequest(Request):
     """DRF's request, parsing a JSON body (the API's input format) in one step.
 
@@ -448,25 +451,32 @@ class ApiRequest(Request):
     """
 
     def _parse(self) -> tuple[Any, Any]:
+        data = self._json_body()
+        if data is _NOT_DECODED:
+            return super()._parse()  # type: ignore[misc]  # private, absent from the stubs
+        return data, MultiValueDict()
+
+    def _json_body(self) -> Any:
+        """The body decoded as JSON in its declared charset, as strictly as DRF's JSONParser
+        (NaN refused); _NOT_DECODED when DRF's way must decide."""
         request = self._request
         media_type = (self.content_type or "").partition(";")[0].strip().lower()
         if (
-            media_type == "application/json"
-            and not request._read_started  # type: ignore[attr-defined]
-            and any(type(parser) is JSONParser for parser in self.parsers or ())
+            media_type != "application/json"
+            or request._read_started  # type: ignore[attr-defined]
+            or not any(type(parser) is JSONParser for parser in self.parsers or ())
         ):
-            body = request.body
-            if body:
-                try:
-                    data = json.loads(
-                        body.decode(request.encoding or settings.DEFAULT_CHARSET),
-                        parse_constant=strict_constant if JSONParser.strict else None,
-                    )
-                except ValueError:
-                    pass  # DRF's parser says what is wrong, in its words
-                else:
-                    return data, MultiValueDict()
-        return super()._parse()  # type: ignore[misc]  # private, absent from the stubs
+            return _NOT_DECODED
+        body = request.body
+        if not body:
+            return _NOT_DECODED
+        try:
+            return json.loads(
+                body.decode(request.encoding or settings.DEFAULT_CHARSET),
+                parse_constant=strict_constant if JSONParser.strict else None,
+            )
+        except ValueError:  # DRF's parser, run again, words the 400
+            return _NOT_DECODED
 
 
 def query_data(request: Request) -> dict[str, str]:
